@@ -1,0 +1,127 @@
+"""One typed settings object for the whole product.
+
+Every field is read from an environment variable named ``CALLSENSE_<FIELD>`` (upper case), e.g.
+``CALLSENSE_KAFKA_BOOTSTRAP``. Each field has a default and a one-line doc; ``callsense config``
+prints the effective values (secrets masked) and the README's configuration table is generated
+from this class (``callsense config --markdown``). Secrets are only ever read from the
+environment, never from files in the repository.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _default_model_dir() -> Path:
+    from callsense import models
+
+    return Path(models.__file__).resolve().parent / "artifacts" / "default"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CALLSENSE_", extra="ignore")
+
+    # --- infrastructure -------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]."
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the database; empty means SQLite at DATA_DIR/callsense.db.",
+    )
+    data_dir: Path = Field(
+        Path("./var"), description="Directory for the SQLite file, broker data and worker state."
+    )
+    app_id: str = Field("callsense", description="Faust application id (consumer group).")
+    topic_partitions: int = Field(
+        4, ge=1, description="Partitions of every callsense topic (= maximum number of workers)."
+    )
+    audio_retention_ms: int = Field(
+        6 * 3600 * 1000, description="retention.ms set on audio topics when they are created."
+    )
+
+    # --- audio / stages -------------------------------------------------------------------
+    sample_rate: int = Field(16000, description="Internal sample rate of every stage (Hz).")
+    chunk_ms: int = Field(250, ge=10, le=2000, description="Audio chunk length produced by ingest.")
+    window_s: float = Field(3.0, gt=0.5, description="Emotion window length (seconds of speech).")
+    hop_s: float = Field(1.0, gt=0.0, description="Hop between emotion windows (seconds).")
+    noise_reduction: bool = Field(
+        False, description="Spectral-gating noise reduction before VAD (see README: measured)."
+    )
+    vad_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad aggressiveness 0-3.")
+    model_dir: Path = Field(
+        default_factory=_default_model_dir,
+        description="Directory of the emotion model artefacts (default: shipped model).",
+    )
+    model_int8: bool = Field(False, description="Use the int8 (dynamic quantisation) encoder path.")
+    model_threads: int = Field(1, ge=1, description="torch threads per inference executor.")
+    inference_batch: int = Field(16, ge=1, description="Max windows per inference batch.")
+    inference_max_wait_ms: int = Field(
+        100, ge=0, description="Max time a window waits for its batch to fill."
+    )
+    uncertain_threshold: float = Field(
+        0.45, ge=0.0, le=1.0, description="Below this calibrated confidence a window is uncertain."
+    )
+    smoothing_alpha: float = Field(
+        0.5, gt=0.0, le=1.0, description="Exponential smoothing factor over recent windows."
+    )
+    agent_channel: int = Field(0, ge=0, le=1, description="Stereo channel that carries the agent.")
+
+    # --- dashboard / api / alerts ---------------------------------------------------------
+    dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address.")
+    dashboard_port: int = Field(8050, description="Dashboard port.")
+    dashboard_user: str = Field("supervisor", description="Sign-in user (beyond loopback).")
+    dashboard_password: SecretStr | None = Field(
+        None, description="Sign-in password; required when bound beyond loopback."
+    )
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token required by the JSON API (/api/...)."
+    )
+    webhook_url: str = Field(
+        "", description="Alert webhook endpoints, comma separated (optional ?filter per URL)."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="Standard Webhooks secret (whsec_<base64> or raw) used to sign payloads."
+    )
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'callsense.db').resolve()}"
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_s * self.sample_rate))
+
+    @property
+    def hop_samples(self) -> int:
+        return int(round(self.hop_s * self.sample_rate))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings (read once from the environment)."""
+    return Settings()
+
+
+def settings_markdown() -> str:
+    """Markdown table of every setting: env name, default, doc line."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None:
+            default = "(shipped model)" if name == "model_dir" else "(computed)"
+        else:
+            default = field.default
+            if default is None:
+                default = "unset"
+            elif default == "":
+                default = "empty"
+        rows.append(f"| `CALLSENSE_{name.upper()}` | `{default}` | {field.description} |")
+    return "\n".join(rows)
