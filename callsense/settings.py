@@ -84,7 +84,8 @@ class Settings(BaseSettings):
         None, description="Bearer token required by the JSON API (/api/...)."
     )
     webhook_url: str = Field(
-        "", description="Alert webhook endpoints, comma separated (optional ?filter per URL)."
+        "",
+        description="Alert webhook endpoints, comma separated (optional #filter per URL).",
     )
     webhook_secret: SecretStr | None = Field(
         None, description="Standard Webhooks secret (whsec_<base64> or raw) used to sign payloads."
@@ -107,6 +108,25 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
+    webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook attempt.")
+    webhook_max_attempts: int = Field(
+        6, ge=1, le=20, description="Webhook attempts per endpoint before giving up."
+    )
+    webhook_backoff_s: float = Field(
+        0.5, ge=0, description="First retry delay; doubles per attempt, with jitter."
+    )
+    webhook_backoff_max_s: float = Field(60.0, ge=0, description="Cap of one retry delay.")
+    alert_rules: str = Field(
+        "",
+        description="Alert rules as a JSON list (empty: customer_anger + negative_sustained, "
+        "see docs/dashboard.md).",
+    )
+    dashboard_poll_ms: int = Field(
+        1000, ge=200, le=1000, description="Dashboard refresh interval (data on screen <= 2 s)."
+    )
+    dashboard_secret_key: SecretStr | None = Field(
+        None, description="Flask session key for sign-in cookies (random per process if unset)."
+    )
     """Process-wide settings (read once from the environment)."""
     return Settings()
 

@@ -1,0 +1,159 @@
+"""Alert and webhook-delivery persistence (idempotent, SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+
+from callsense.storage.db import insert_ignore
+from callsense.storage.models import Alert, Call, WebhookDelivery
+
+_STATUS_RANK = {"raised": 0, "updated": 1, "resolved": 2}
+
+
+def _dt(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:  # SQLite returns naive UTC
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def alert_to_dict(a: Alert) -> dict[str, Any]:
+    def iso(d: datetime | None) -> str | None:
+        d = _aware(d)
+        return d.isoformat() if d else None
+
+    return {
+        "id": a.id,
+        "call_id": a.call_id,
+        "rule": a.rule,
+        "speaker": a.speaker,
+        "role": a.role,
+        "status": a.status,
+        "severity": a.severity,
+        "message": a.message,
+        "raised_at": iso(a.raised_at),
+        "updated_at": iso(a.updated_at),
+        "resolved_at": iso(a.resolved_at),
+        "acknowledged_by": a.acknowledged_by,
+        "acknowledged_at": iso(a.acknowledged_at),
+        "details": a.details or {},
+    }
+
+
+def apply_alert_event(session: Session, event_type: str, alert: dict[str, Any]) -> Alert:
+    """Write one alert lifecycle change. Replays are harmless: the first ``raised_at`` and an
+    acknowledgement are kept, and a resolved alert never goes back to open.
+
+    The call row is created if missing (alerts may overtake the call's metadata upstream).
+    """
+    if session.get(Call, alert["call_id"]) is None:
+        insert_ignore(session, Call, [{"call_id": alert["call_id"]}], ["call_id"])
+    row = session.get(Alert, alert["id"])
+    if row is None:
+        row = Alert(
+            id=alert["id"],
+            call_id=alert["call_id"],
+            rule=alert["rule"],
+            raised_at=_dt(alert.get("raised_at")) or datetime.now(UTC),
+        )
+        session.add(row)
+    if event_type == "alert.acknowledged":
+        if row.acknowledged_by is None:
+            row.acknowledged_by = alert.get("acknowledged_by")
+            row.acknowledged_at = _dt(alert.get("acknowledged_at"))
+        session.flush()
+        return row
+    new_status = alert.get("status", "raised")
+    if row.status is None or _STATUS_RANK.get(new_status, 0) >= _STATUS_RANK.get(row.status, 0):
+        row.status = new_status
+        row.speaker = alert.get("speaker")
+        row.role = alert.get("role")
+        row.severity = alert.get("severity", "warning")
+        row.message = alert.get("message", "")
+        row.updated_at = _dt(alert.get("updated_at")) or datetime.now(UTC)
+        row.resolved_at = _dt(alert.get("resolved_at"))
+        row.details = alert.get("details") or {}
+    session.flush()
+    return row
+
+
+def acknowledge(session: Session, alert_id: str, user: str, at: datetime | None = None):
+    """Mark an alert acknowledged by ``user``. Returns the updated alert dict, or ``None`` if the
+    alert does not exist or was already acknowledged (acknowledging twice changes nothing)."""
+    row = session.get(Alert, alert_id)
+    if row is None or row.acknowledged_by is not None:
+        return None
+    row.acknowledged_by = user[:128]
+    row.acknowledged_at = at or datetime.now(UTC)
+    session.flush()
+    return alert_to_dict(row)
+
+
+def open_alerts(session: Session, call_ids: list[str] | None = None) -> list[Alert]:
+    stmt = select(Alert).where(Alert.status != "resolved")
+    if call_ids is not None:
+        stmt = stmt.where(Alert.call_id.in_(call_ids))
+    return list(session.scalars(stmt.order_by(Alert.raised_at.desc())))
+
+
+def record_delivery(
+    session: Session,
+    *,
+    event_id: str,
+    alert_id: str | None,
+    url: str,
+    attempt: int,
+    status_code: int | None,
+    ok: bool,
+    error: str | None,
+) -> None:
+    insert_ignore(
+        session,
+        WebhookDelivery,
+        [
+            {
+                "event_id": event_id,
+                "alert_id": alert_id,
+                "url": url,
+                "attempt": attempt,
+                "status_code": status_code,
+                "ok": ok,
+                "error": (error or None) and error[:2000],
+                "created_at": datetime.now(UTC),
+            }
+        ],
+        ["event_id", "url", "attempt"],
+    )
+
+
+def delivered(session: Session, event_id: str, url: str) -> bool:
+    """Whether an event already reached an endpoint (a 2xx attempt is logged)."""
+    stmt = select(func.count()).where(
+        and_(
+            WebhookDelivery.event_id == event_id,
+            WebhookDelivery.url == url,
+            WebhookDelivery.ok.is_(True),
+        )
+    )
+    return bool(session.scalar(stmt))
+
+
+def last_attempt(session: Session, event_id: str, url: str) -> int:
+    stmt = select(func.max(WebhookDelivery.attempt)).where(
+        and_(WebhookDelivery.event_id == event_id, WebhookDelivery.url == url)
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+def recent_deliveries(session: Session, limit: int = 200) -> list[WebhookDelivery]:
+    stmt = select(WebhookDelivery).order_by(WebhookDelivery.id.desc()).limit(limit)
+    return list(session.scalars(stmt))

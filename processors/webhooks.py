@@ -1,0 +1,332 @@
+"""Signed alert webhooks (Standard Webhooks convention) with retries and a delivery log.
+
+Every alert change (:class:`callsense.processors.alerts.AlertEvent`) is POSTed as JSON to each
+configured endpoint whose filter matches. Headers::
+
+    webhook-id: msg_...            (same on every retry: receivers deduplicate by it)
+    webhook-timestamp: 1763769600  (unix seconds of this attempt)
+    webhook-signature: v1,<base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}"))>
+
+The key is the secret from ``CALLSENSE_WEBHOOK_SECRET``: ``whsec_<base64>`` is decoded, any
+other string is used as UTF-8 bytes. Failed attempts (non-2xx, timeout, connection error) are
+retried with exponential backoff and jitter; every attempt is logged in ``webhook_deliveries``
+and an event already delivered to an endpoint is never sent there again.
+
+Endpoints (``CALLSENSE_WEBHOOK_URL``): comma separated; each may carry a filter in its URL
+fragment, which is never sent: ``https://ops.example/hook#rule=customer_anger|negative_sustained
+&type=raised|resolved&severity=critical&role=customer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import click
+import httpx
+from callsense.processors.alerts import AlertEvent
+
+SIGNATURE_TOLERANCE_S = 300
+
+
+class WebhookVerificationError(Exception):
+    """A webhook request whose headers or signature do not verify."""
+
+
+def secret_key(secret: str) -> bytes:
+    """Key bytes of a Standard Webhooks secret (``whsec_<base64>``) or a raw secret string."""
+    if not secret:
+        raise ValueError("empty webhook secret")
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret[len("whsec_") :], validate=True)
+        except ValueError as exc:
+            raise ValueError("webhook secret 'whsec_...' is not valid base64") from exc
+    return secret.encode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``."""
+    to_sign = f"{msg_id}.{timestamp}.".encode() + body
+    mac = hmac.new(secret_key(secret), to_sign, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def verify(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    tolerance_s: int = SIGNATURE_TOLERANCE_S,
+    now: float | None = None,
+) -> str:
+    """Verify a received webhook; returns its id or raises :class:`WebhookVerificationError`."""
+    h = {k.lower(): v for k, v in headers.items()}
+    msg_id, ts, sigs = h.get("webhook-id"), h.get("webhook-timestamp"), h.get("webhook-signature")
+    if not msg_id or not ts or not sigs:
+        raise WebhookVerificationError("missing webhook-id/timestamp/signature header")
+    try:
+        timestamp = int(ts)
+    except ValueError as exc:
+        raise WebhookVerificationError("webhook-timestamp is not an integer") from exc
+    if abs((now if now is not None else time.time()) - timestamp) > tolerance_s:
+        raise WebhookVerificationError("webhook-timestamp outside the tolerance window")
+    expected = sign(secret, msg_id, timestamp, body).split(",", 1)[1]
+    for candidate in sigs.split():
+        version, _, value = candidate.partition(",")
+        if version == "v1" and hmac.compare_digest(value, expected):
+            return msg_id
+    raise WebhookVerificationError("no matching v1 signature")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    rules: frozenset[str] = frozenset()
+    types: frozenset[str] = frozenset()
+    severities: frozenset[str] = frozenset()
+    roles: frozenset[str] = frozenset()
+
+    def accepts(self, event_type: str, alert: Mapping[str, Any] | None) -> bool:
+        if alert is None:  # test messages go everywhere
+            return True
+        short = event_type.removeprefix("alert.")
+        return (
+            (not self.types or short in self.types or event_type in self.types)
+            and (not self.rules or alert.get("rule") in self.rules)
+            and (not self.severities or alert.get("severity") in self.severities)
+            and (not self.roles or alert.get("role") in self.roles)
+        )
+
+
+_FILTER_KEYS = {"rule": "rules", "type": "types", "severity": "severities", "role": "roles"}
+
+
+def parse_endpoints(text: str) -> list[Endpoint]:
+    """Endpoints from ``CALLSENSE_WEBHOOK_URL`` (see the module doc for the filter syntax)."""
+    out: list[Endpoint] = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"webhook URL must be http(s)://host/...: {item!r}")
+        filters: dict[str, frozenset[str]] = {}
+        for key, values in parse_qs(parts.fragment, keep_blank_values=False).items():
+            if key not in _FILTER_KEYS:
+                raise ValueError(f"unknown webhook filter {key!r} (use {sorted(_FILTER_KEYS)})")
+            filters[_FILTER_KEYS[key]] = frozenset(v for val in values for v in val.split("|"))
+        url = urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, ""))
+        out.append(Endpoint(url=url, **filters))
+    return out
+
+
+@dataclass
+class Message:
+    """What is sent: id (webhook-id), JSON payload, and the alert (for endpoint filters)."""
+
+    id: str
+    type: str
+    payload: dict[str, Any]
+    alert: dict[str, Any] | None = None
+
+    @classmethod
+    def from_alert_event(cls, ev: AlertEvent) -> Message:
+        return cls(id=ev.event_id, type=ev.type, payload=ev.payload(), alert=ev.alert)
+
+    def body(self) -> bytes:
+        return json.dumps(self.payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+@dataclass
+class Attempt:
+    url: str
+    attempt: int
+    status_code: int | None
+    ok: bool
+    error: str | None
+    skipped: bool = False
+
+
+class DeliveryLog:
+    """Delivery log in the database (``webhook_deliveries``); sync, called off the loop."""
+
+    def __init__(self, session_factory: Callable[[], Any]) -> None:
+        self._sf = session_factory
+
+    def delivered(self, event_id: str, url: str) -> tuple[bool, int]:
+        from callsense.storage import alerts as store
+
+        with self._sf() as s:
+            return store.delivered(s, event_id, url), store.last_attempt(s, event_id, url)
+
+    def record(self, msg: Message, a: Attempt) -> None:
+        from callsense.storage import alerts as store
+
+        with self._sf() as s, s.begin():
+            store.record_delivery(
+                s,
+                event_id=msg.id,
+                alert_id=(msg.alert or {}).get("id"),
+                url=a.url,
+                attempt=a.attempt,
+                status_code=a.status_code,
+                ok=a.ok,
+                error=a.error,
+            )
+
+
+@dataclass
+class WebhookDeliverer:
+    endpoints: list[Endpoint]
+    secret: str
+    timeout_s: float = 5.0
+    max_attempts: int = 6
+    backoff_s: float = 0.5
+    backoff_max_s: float = 60.0
+    log: DeliveryLog | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+    transport: httpx.AsyncBaseTransport | None = None
+
+    def __post_init__(self) -> None:
+        secret_key(self.secret)  # fail early on a malformed secret
+
+    def delay(self, attempt: int) -> float:
+        """Backoff before attempt ``attempt + 1``: capped exponential, jittered to 50-100 %."""
+        base = min(self.backoff_max_s, self.backoff_s * (2 ** (attempt - 1)))
+        return base * (0.5 + 0.5 * self.rng.random())
+
+    async def deliver(self, msg: Message) -> list[Attempt]:
+        """Send one message to every matching endpoint (concurrently); returns all attempts."""
+        targets = [e for e in self.endpoints if e.accepts(msg.type, msg.alert)]
+        if not targets:
+            return []
+        async with httpx.AsyncClient(
+            timeout=self.timeout_s, transport=self.transport, follow_redirects=False
+        ) as client:
+            results = await asyncio.gather(*(self._to(client, e.url, msg) for e in targets))
+        return [a for r in results for a in r]
+
+    async def _to(self, client: httpx.AsyncClient, url: str, msg: Message) -> list[Attempt]:
+        first = 1
+        if self.log is not None:
+            done, last = await asyncio.to_thread(self.log.delivered, msg.id, url)
+            if done:
+                return [Attempt(url, last, None, True, "already delivered", skipped=True)]
+            first = last + 1
+        body = msg.body()
+        out: list[Attempt] = []
+        for attempt in range(first, first + self.max_attempts):
+            ts = int(time.time())
+            headers = {
+                "content-type": "application/json",
+                "user-agent": "callsense-webhooks/1",
+                "webhook-id": msg.id,
+                "webhook-timestamp": str(ts),
+                "webhook-signature": sign(self.secret, msg.id, ts, body),
+            }
+            try:
+                resp = await client.post(url, content=body, headers=headers)
+                ok = 200 <= resp.status_code < 300
+                a = Attempt(url, attempt, resp.status_code, ok, None if ok else resp.text[:200])
+            except httpx.TimeoutException:
+                a = Attempt(url, attempt, None, False, f"timeout after {self.timeout_s:g} s")
+            except httpx.HTTPError as exc:
+                a = Attempt(url, attempt, None, False, f"{type(exc).__name__}: {exc}"[:300])
+            out.append(a)
+            if self.log is not None:
+                await asyncio.to_thread(self.log.record, msg, a)
+            if a.ok:
+                break
+            if attempt < first + self.max_attempts - 1:
+                await self.sleep(self.delay(attempt - first + 1))
+        return out
+
+
+def deliverer_from_settings(settings: Any, session_factory: Any | None = None):
+    """The configured deliverer, or ``None`` when no endpoint is configured."""
+    endpoints = parse_endpoints(settings.webhook_url)
+    if not endpoints:
+        return None
+    if settings.webhook_secret is None:
+        raise ValueError("CALLSENSE_WEBHOOK_SECRET is required when CALLSENSE_WEBHOOK_URL is set")
+    return WebhookDeliverer(
+        endpoints=endpoints,
+        secret=settings.webhook_secret.get_secret_value(),
+        timeout_s=settings.webhook_timeout_s,
+        max_attempts=settings.webhook_max_attempts,
+        backoff_s=settings.webhook_backoff_s,
+        backoff_max_s=settings.webhook_backoff_max_s,
+        log=DeliveryLog(session_factory) if session_factory is not None else None,
+    )
+
+
+def probe_message() -> Message:
+    now = datetime.now(UTC)
+    msg_id = "msg_test_" + hashlib.sha256(now.isoformat().encode()).hexdigest()[:20]
+    return Message(
+        id=msg_id,
+        type="webhook.test",
+        payload={
+            "type": "webhook.test",
+            "timestamp": now.isoformat(),
+            "data": {"message": "callsense webhook test"},
+        },
+    )
+
+
+@click.group("webhook")
+def webhook_group() -> None:
+    """Alert webhook tools."""
+
+
+@webhook_group.command("test")
+@click.argument("url")
+@click.option("--attempts", type=click.IntRange(1, 20), default=None, help="Max attempts.")
+def webhook_test_cmd(url: str, attempts: int | None) -> None:
+    """Send a signed test event to URL (with the configured secret, retries and log)."""
+    from callsense.settings import get_settings
+    from callsense.storage.db import make_engine, session_factory
+
+    settings = get_settings()
+    if settings.webhook_secret is None:
+        raise click.ClickException("set CALLSENSE_WEBHOOK_SECRET to sign the test event")
+    try:
+        endpoints = parse_endpoints(url)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    engine = make_engine(settings.effective_database_url)
+    try:
+        from callsense.storage.db import upgrade
+
+        upgrade(settings.effective_database_url)
+        deliverer = WebhookDeliverer(
+            endpoints=endpoints,
+            secret=settings.webhook_secret.get_secret_value(),
+            timeout_s=settings.webhook_timeout_s,
+            max_attempts=attempts or settings.webhook_max_attempts,
+            backoff_s=settings.webhook_backoff_s,
+            backoff_max_s=settings.webhook_backoff_max_s,
+            log=DeliveryLog(session_factory(engine)),
+        )
+        msg = probe_message()
+        results = asyncio.run(deliverer.deliver(msg))
+    finally:
+        engine.dispose()
+    for a in results:
+        state = "ok" if a.ok else "failed"
+        click.echo(f"attempt {a.attempt}: {state} status={a.status_code} {a.error or ''}".rstrip())
+    click.echo(json.dumps({"webhook_id": msg.id, "delivered": any(a.ok for a in results)}))
+    if not any(a.ok for a in results):
+        raise SystemExit(1)

@@ -1,0 +1,250 @@
+"""Signed webhooks against a real local HTTP receiver: signature, retries with backoff after
+failures and a timeout, exactly-once arrival by id, delivery log, filters, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from callsense.processors.alerts import AlertEngine
+from callsense.processors.webhooks import (
+    Message,
+    WebhookDeliverer,
+    WebhookVerificationError,
+    parse_endpoints,
+    sign,
+    verify,
+)
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+
+
+class Receiver:
+    """A real HTTP server that verifies signatures; fails its first ``fail_first`` requests
+    (one 503, then one that answers too late for the client), then accepts."""
+
+    def __init__(self, fail_first: int = 0, slow_s: float = 0.0) -> None:
+        self.fail_first = fail_first
+        self.slow_s = slow_s
+        self.requests: list[dict] = []
+        self.accepted: dict[str, int] = {}
+        self.lock = threading.Lock()
+        recv = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                with recv.lock:
+                    n = len(recv.requests)
+                    try:
+                        msg_id = verify(SECRET, dict(self.headers), body)
+                        valid = True
+                    except WebhookVerificationError:
+                        msg_id, valid = self.headers.get("webhook-id", ""), False
+                    recv.requests.append(
+                        {"id": msg_id, "valid": valid, "body": json.loads(body), "n": n}
+                    )
+                if not valid:
+                    self.send_response(401)
+                elif n < recv.fail_first:
+                    if n % 2 == 1 and recv.slow_s:
+                        time.sleep(recv.slow_s)  # the client has timed out by now
+                    self.send_response(503)
+                else:
+                    with recv.lock:
+                        recv.accepted[msg_id] = recv.accepted.get(msg_id, 0) + 1
+                    self.send_response(204)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def sf(database_url: str) -> Iterator:
+    from callsense.storage.db import make_engine, session_factory
+
+    engine = make_engine(database_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def alert_messages() -> list[Message]:
+    eng = AlertEngine()
+    call = [
+        {
+            "call_id": "w1",
+            "speaker": "ch1",
+            "role": "customer",
+            "start_ms": i * 1000,
+            "end_ms": i * 1000 + 3000,
+            "label": "angry",
+            "confidence": 0.9,
+            "uncertain": False,
+        }
+        for i in range(6)
+    ]
+    events = [e for ev in call for e in eng.feed(ev)] + eng.end_call_local("w1")
+    return [Message.from_alert_event(e) for e in events]
+
+
+def test_signature_matches_the_standard_webhooks_reference_vector() -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"test": 2432232314}'
+    sig = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
+    assert sig == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_verify_rejects_tampering_wrong_secret_and_stale_timestamps() -> None:
+    body = b'{"a":1}'
+    ts = int(time.time())
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(SECRET, "msg_1", ts, body),
+    }
+    assert verify(SECRET, headers, body) == "msg_1"
+    with pytest.raises(WebhookVerificationError, match="signature"):
+        verify(SECRET, headers, b'{"a":2}')
+    with pytest.raises(WebhookVerificationError, match="signature"):
+        verify("whsec_" + base64.b64encode(b"x" * 32).decode(), headers, body)
+    with pytest.raises(WebhookVerificationError, match="tolerance"):
+        verify(SECRET, headers, body, now=ts + 3600)
+    with pytest.raises(WebhookVerificationError, match="missing"):
+        verify(SECRET, {"webhook-id": "x"}, body)
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    d = WebhookDeliverer(endpoints=[], secret=SECRET, backoff_s=1.0, backoff_max_s=8.0)
+    for attempt, base in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (7, 8.0)]:
+        samples = [d.delay(attempt) for _ in range(200)]
+        assert all(base * 0.5 <= s <= base for s in samples)
+        assert max(samples) - min(samples) > base * 0.3  # jitter, not a constant
+
+
+def test_endpoint_filters() -> None:
+    eps = parse_endpoints(
+        "http://a.example/h, http://b.example/h?x=1#rule=negative_sustained&type=raised|resolved"
+    )
+    assert [e.url for e in eps] == ["http://a.example/h", "http://b.example/h?x=1"]
+    alert = {"rule": "customer_anger", "severity": "warning", "role": "customer"}
+    assert eps[0].accepts("alert.updated", alert)
+    assert not eps[1].accepts("alert.raised", alert)
+    assert eps[1].accepts("alert.raised", {**alert, "rule": "negative_sustained"})
+    assert not eps[1].accepts("alert.updated", {**alert, "rule": "negative_sustained"})
+    with pytest.raises(ValueError, match="unknown webhook filter"):
+        parse_endpoints("http://a.example/h#colour=red")
+    with pytest.raises(ValueError, match="http"):
+        parse_endpoints("ftp://a.example/h")
+
+
+def test_receiver_fails_then_recovers_and_the_alert_arrives_exactly_once(sf) -> None:
+    from callsense.processors.webhooks import DeliveryLog
+
+    from callsense.storage.alerts import recent_deliveries
+
+    raised = alert_messages()[0]
+    assert raised.type == "alert.raised"
+    with Receiver(fail_first=3, slow_s=0.8) as recv:
+        d = WebhookDeliverer(
+            endpoints=parse_endpoints(recv.url),
+            secret=SECRET,
+            timeout_s=0.4,
+            max_attempts=6,
+            backoff_s=0.05,
+            backoff_max_s=0.2,
+            log=DeliveryLog(sf),
+        )
+        attempts = asyncio.run(d.deliver(raised))
+        # at-least-once upstream: the same event is handed over again after a "crash"
+        again = asyncio.run(d.deliver(raised))
+        time.sleep(0.9)  # let the slow handler finish before counting
+    assert [a.ok for a in attempts] == [False, False, False, True]
+    assert attempts[1].error and "timeout" in attempts[1].error
+    assert attempts[0].status_code == 503
+    assert again[0].skipped
+    assert all(r["valid"] for r in recv.requests)  # every attempt was correctly signed
+    assert {r["id"] for r in recv.requests} == {raised.id}  # same webhook-id on each retry
+    assert recv.accepted == {raised.id: 1}  # arrived exactly once
+    body = recv.requests[-1]["body"]
+    assert body["type"] == "alert.raised" and body["data"]["id"] == raised.alert["id"]
+    assert body["data"]["rule"] == "customer_anger" and body["data"]["call_id"] == "w1"
+    with sf() as s:
+        log = sorted(recent_deliveries(s), key=lambda r: r.attempt)
+    assert [(r.attempt, r.ok) for r in log] == [(1, False), (2, False), (3, False), (4, True)]
+    assert {r.alert_id for r in log} == {raised.alert["id"]}
+
+
+def test_gives_up_after_max_attempts_and_logs_each(sf) -> None:
+    from callsense.processors.webhooks import DeliveryLog
+
+    msg = alert_messages()[0]
+    with Receiver(fail_first=100) as recv:
+        d = WebhookDeliverer(
+            endpoints=parse_endpoints(recv.url),
+            secret=SECRET,
+            max_attempts=3,
+            backoff_s=0.01,
+            log=DeliveryLog(sf),
+        )
+        attempts = asyncio.run(d.deliver(msg))
+    assert [a.ok for a in attempts] == [False, False, False]
+    assert recv.accepted == {}
+
+
+def test_each_lifecycle_change_is_delivered_to_matching_endpoints() -> None:
+    msgs = alert_messages()
+    assert [m.type for m in msgs] == ["alert.raised", "alert.resolved"]
+    with Receiver() as all_recv, Receiver() as resolved_only:
+        d = WebhookDeliverer(
+            endpoints=parse_endpoints(f"{all_recv.url},{resolved_only.url}#type=resolved"),
+            secret=SECRET,
+        )
+        for m in msgs:
+            asyncio.run(d.deliver(m))
+    assert [r["body"]["type"] for r in all_recv.requests] == ["alert.raised", "alert.resolved"]
+    assert [r["body"]["type"] for r in resolved_only.requests] == ["alert.resolved"]
+    assert msgs[0].id != msgs[1].id
+
+
+def test_cli_webhook_test_sends_a_signed_event(tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from callsense.cli import main
+    from callsense.settings import get_settings
+
+    monkeypatch.setenv("CALLSENSE_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("CALLSENSE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CALLSENSE_DATABASE_URL", "")
+    monkeypatch.setenv("CALLSENSE_WEBHOOK_BACKOFF_S", "0.01")
+    get_settings.cache_clear()
+    try:
+        with Receiver(fail_first=1) as recv:
+            result = CliRunner().invoke(main, ["webhook", "test", recv.url])
+        assert result.exit_code == 0, result.output
+        assert "attempt 1: failed status=503" in result.output
+        assert "attempt 2: ok status=204" in result.output
+        assert recv.requests[-1]["valid"] and recv.requests[-1]["body"]["type"] == "webhook.test"
+        with Receiver(fail_first=100) as bad:
+            result = CliRunner().invoke(main, ["webhook", "test", bad.url, "--attempts", "2"])
+        assert result.exit_code == 1
+    finally:
+        get_settings.cache_clear()
