@@ -46,6 +46,24 @@ class Settings(BaseSettings):
         6 * 3600 * 1000, description="retention.ms set on audio topics when they are created."
     )
 
+    # --- streaming (broker, worker state, batching) ---------------------------------------
+    broker_kind: str = Field(
+        "noida",
+        description="Embedded broker for demo/tests: noida (persistent) or tansu (in memory).",
+    )
+    stream_batch_events: int = Field(
+        64, ge=1, description="Max audio events the worker processes as one micro-batch."
+    )
+    state_checkpoint_ms: int = Field(
+        2000,
+        ge=0,
+        description="Max interval between per-call state checkpoints; offsets are committed "
+        "only up to the last checkpoint.",
+    )
+    state_retention_ms: int = Field(
+        3600 * 1000, description="retention.ms of the worker's call-state changelog topic."
+    )
+
     # --- audio / stages -------------------------------------------------------------------
     sample_rate: int = Field(16000, description="Internal sample rate of every stage (Hz).")
     chunk_ms: int = Field(250, ge=10, le=2000, description="Audio chunk length produced by ingest.")
@@ -90,24 +108,6 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         None, description="Standard Webhooks secret (whsec_<base64> or raw) used to sign payloads."
     )
-
-    @property
-    def effective_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{(self.data_dir / 'callsense.db').resolve()}"
-
-    @property
-    def window_samples(self) -> int:
-        return int(round(self.window_s * self.sample_rate))
-
-    @property
-    def hop_samples(self) -> int:
-        return int(round(self.hop_s * self.sample_rate))
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
     webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook attempt.")
     webhook_max_attempts: int = Field(
         6, ge=1, le=20, description="Webhook attempts per endpoint before giving up."
@@ -127,6 +127,24 @@ def get_settings() -> Settings:
     dashboard_secret_key: SecretStr | None = Field(
         None, description="Flask session key for sign-in cookies (random per process if unset)."
     )
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'callsense.db').resolve()}"
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_s * self.sample_rate))
+
+    @property
+    def hop_samples(self) -> int:
+        return int(round(self.hop_s * self.sample_rate))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
     """Process-wide settings (read once from the environment)."""
     return Settings()
 
