@@ -21,8 +21,12 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
 def _postgres_url() -> str | None:
-    return os.environ.get("CALLSENSE_TEST_POSTGRES_URL")
+    """PostgreSQL for the storage tests; set CALLSENSE_TEST_POSTGRES_URL="" to opt out."""
+    return os.environ.get("CALLSENSE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -46,6 +50,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         with admin.begin() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     except sa.exc.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL not reachable in CI: {exc}")
         pytest.skip(f"PostgreSQL not reachable: {exc}")
     sep = "&" if "?" in base else "?"
     url = f"{base}{sep}options=-csearch_path%3D{schema}"
