@@ -1,0 +1,278 @@
+"""The callsense stream topology, on one page.
+
+::
+
+    callsense ingest ──► callsense.audio  (call_start | chunk | call_end, key = call id)
+                              │
+                              ▼  agent process_audio  (micro-batches across calls)
+                              │    table call-state: per-call pipelines, smoothers, next_seq
+                              │    CallProcessor: decode → resample → denoise → VAD → split by
+                              │    speaker → 3 s windows → BatchClassifier (executor) → verdicts
+                              ├──► callsense.windows    (call_started | window | call_ended)
+                              └──► callsense.deadletter (bad input + reason + stage)
+                                         │
+    callsense.windows ──► agent persist_windows ──► database (calls, speakers, emotion_windows,
+                              │                      call_summaries; idempotent)
+                              └──► callsense.summaries (summary, after it is stored)
+
+Guarantees (at-least-once, Faust's default; never exactly_once):
+
+* every topic is keyed by call id, so one call's events are ordered and owned by one worker;
+* a call's state is checkpointed to the ``call-state`` table (changelog topic) at most every
+  ``state_checkpoint_ms`` and at call end; the audio events it covers are acked (offsets
+  committed) only after the checkpoint is acknowledged by the broker, and the windows they
+  produced are acknowledged before that. After a crash the worker restores the table, replays
+  the uncommitted audio events, skips chunks whose ``seq`` the state already holds, and
+  regenerates the same windows for the rest; the database ignores the duplicates.
+* CPU work (stages, model) runs in a one-thread executor, database writes in another.
+
+Extending: another agent on ``callsense.windows`` (e.g. alerts) gets its own consumer offsets;
+add it in :func:`create_app` next to ``persist_windows``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import click
+from callsense.processors.events import (
+    AUDIO_TOPIC,
+    DEADLETTER_TOPIC,
+    SUMMARIES_TOPIC,
+    WINDOWS_TOPIC,
+    deadletter_event,
+    dumps,
+)
+
+log = logging.getLogger("callsense.worker")
+
+STATE_TABLE = "call-state"
+
+
+def kafka_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
+
+
+def create_app(settings: Any, classifier: Any | None = None) -> Any:
+    """Build the Faust app with every topic, table and agent of callsense."""
+    import faust
+    from callsense.processors.callstate import CallProcessor, Incoming
+    from callsense.processors.inference import BatchClassifier
+
+    from callsense.storage.writer import Writer
+
+    extra: dict[str, Any] = {}
+    if settings.broker_kind == "tansu":  # see docs/streaming.md: Tansu quirks
+        extra.update(
+            producer_max_batch_size=1, broker_session_timeout=6.0, broker_heartbeat_interval=1.0
+        )
+    app = faust.App(
+        settings.app_id,
+        broker=kafka_url(settings.kafka_bootstrap),
+        store="memory://",
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=True,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        stream_wait_empty=False,
+        datadir=str(settings.data_dir / "faust"),
+        key_serializer="raw",
+        value_serializer="raw",
+        **extra,
+    )
+    n = settings.topic_partitions
+
+    # ---- topics (created beforehand by ensure_topics with explicit partitions) -------------
+    audio_topic = app.topic(AUDIO_TOPIC, partitions=n, internal=False)
+    windows_topic = app.topic(WINDOWS_TOPIC, partitions=n, internal=False)
+    summaries_topic = app.topic(SUMMARIES_TOPIC, partitions=n, internal=False)
+    deadletter_topic = app.topic(DEADLETTER_TOPIC, partitions=n, internal=False)
+
+    # ---- per-call state: key = call id bytes (partitioned exactly like the audio topic) ----
+    call_state = app.Table(
+        STATE_TABLE,
+        default=None,
+        partitions=n,
+        key_type=bytes,  # raw call id bytes, hashed like the audio topic's keys
+        use_partitioner=True,
+        extra_topic_configs={"retention.ms": str(settings.state_retention_ms)},
+        help="Per-call pipeline state (see callstate.CallContext.to_state).",
+    )
+
+    classifier = classifier or BatchClassifier(settings)
+    processor = CallProcessor(settings, classifier)
+    writer = Writer(settings.effective_database_url)
+    db_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
+    app.callsense = {"classifier": classifier, "processor": processor, "writer": writer}
+
+    held: list[Any] = []  # audio events processed but not yet covered by a checkpoint
+    dirty: dict[str, dict[str, Any]] = {}  # call id -> newest state not yet checkpointed
+    ckpt_lock = asyncio.Lock()
+    last_ckpt = [time.monotonic()]
+
+    async def send_all(topic: Any, events: list[dict[str, Any]]) -> None:
+        """Send in order and wait until the broker acknowledged every message."""
+        futs = []
+        for ev in events:
+            key = (ev.get("call_id") or "").encode()
+            futs.append(await topic.send(key=key or None, value=dumps(ev), force=True))
+        if futs:
+            await asyncio.gather(*futs)
+
+    async def checkpoint() -> None:
+        """Write dirty call states, wait for the broker's acks, then release held offsets."""
+        async with ckpt_lock:
+            last_ckpt[0] = time.monotonic()
+            states, events = dict(dirty), list(held)
+            dirty.clear()
+            held.clear()
+            futs = []
+            for cid, state in states.items():
+                key = cid.encode()
+                futs.append(call_state.send_changelog(None, key, state))
+                call_state.data[key] = state
+            if futs:
+                await asyncio.gather(*futs)
+            for event in events:
+                event.ack()
+
+    # ---- agent 1: audio → windows -------------------------------------------------------
+    @app.agent(audio_topic, name="process_audio")
+    async def process_audio(stream: Any) -> None:
+        within = max(settings.inference_max_wait_ms, 1) / 1000.0
+        async for events in stream.take_events(settings.stream_batch_events, within=within):
+            batch = [
+                Incoming(
+                    e.message.value,
+                    e.message.key,
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                )
+                for e in events
+            ]
+            states: dict[str, Any] = {}
+            for m in batch:
+                if m.key:
+                    cid = m.key.decode("utf-8", "replace")
+                    states[cid] = dirty.get(cid) or call_state.get(m.key)
+            res = await classifier.run(processor.process, batch, states)
+            await send_all(windows_topic, res.outputs)
+            await send_all(deadletter_topic, res.deadletters)
+            for e in events:  # hold the offsets until the state covering them is durable
+                e.message.incref()
+                held.append(e)
+            dirty.update(res.states)
+            ended = any(o.get("kind") == "call_ended" for o in res.outputs)
+            if ended or time.monotonic() - last_ckpt[0] >= settings.state_checkpoint_ms / 1e3:
+                await checkpoint()
+            if res.stats:
+                log.info("audio batch: %s", dict(res.stats))
+
+    @app.timer(max(settings.state_checkpoint_ms, 100) / 1000.0)
+    async def checkpoint_idle() -> None:
+        if (dirty or held) and time.monotonic() - last_ckpt[
+            0
+        ] >= settings.state_checkpoint_ms / 1e3:
+            await checkpoint()
+
+    # ---- agent 2: windows → database → summaries ----------------------------------------
+    @app.agent(windows_topic, name="persist_windows")
+    async def persist_windows(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(500, within=0.2):
+            good: list[dict[str, Any]] = []
+            bad: list[dict[str, Any]] = []
+            for e in events:
+                try:
+                    ev = json.loads(e.message.value)
+                    if not isinstance(ev, dict) or not ev.get("call_id"):
+                        raise ValueError("not an event object with a call_id")
+                    good.append(ev)
+                except ValueError as exc:
+                    bad.append(
+                        deadletter_event(
+                            "persist",
+                            f"unreadable windows event: {exc}",
+                            e.message.value,
+                            topic=e.message.topic,
+                            partition=e.message.partition,
+                            offset=e.message.offset,
+                        )
+                    )
+            summaries = await _write_with_retry(loop, db_executor, writer, good, bad)
+            await send_all(summaries_topic, summaries)
+            await send_all(deadletter_topic, bad)
+
+    return app
+
+
+async def _write_with_retry(
+    loop: asyncio.AbstractEventLoop,
+    executor: ThreadPoolExecutor,
+    writer: Any,
+    events: list[dict[str, Any]],
+    bad: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Write a batch; retry while the database is unreachable; isolate events that fail alone."""
+    from sqlalchemy.exc import OperationalError
+
+    delay = 0.5
+    while True:
+        try:
+            res = await loop.run_in_executor(executor, writer.write, events)
+            return res.summaries
+        except OperationalError as exc:
+            log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        except Exception:  # a bad event: write one by one, dead-letter the ones that fail
+            log.exception("batch write failed; retrying event by event")
+            summaries: list[dict[str, Any]] = []
+            for ev in events:
+                try:
+                    res = await loop.run_in_executor(executor, writer.write, [ev])
+                    summaries.extend(res.summaries)
+                except OperationalError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - reported in the dead letter
+                    bad.append(
+                        deadletter_event(
+                            "persist",
+                            f"database write failed: {type(exc).__name__}: {exc}",
+                            json.dumps(ev, default=str),
+                            call_id=ev.get("call_id"),
+                        )
+                    )
+            return summaries
+
+
+@click.command("worker")
+@click.option("--loglevel", default="info", show_default=True, help="Worker log level.")
+def worker_cmd(loglevel: str) -> None:
+    """Run the Faust stream worker (at-least-once; topics are created if missing)."""
+    import faust
+    from callsense.processors.events import ensure_topics
+
+    from callsense.settings import get_settings
+    from callsense.storage.db import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.effective_database_url)
+    try:
+        ensure_topics(settings.kafka_bootstrap, settings)
+    except Exception as exc:  # noqa: BLE001 - shown as a CLI error
+        raise click.ClickException(
+            f"cannot reach the broker at {settings.kafka_bootstrap}: {exc}"
+        ) from exc
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,277 @@
+"""Per-call stream state and the audio-event state machine, with no Kafka and no asyncio.
+
+:class:`CallProcessor.process` takes one micro-batch of raw ``callsense.audio`` messages (from
+any number of calls, in partition order) and the stored state of their calls, and returns the
+events for ``callsense.windows`` (``call_started``, ``window``, ``call_ended`` in call order),
+the dead letters, and the new state of every call it touched. The Faust agent in ``app.py`` is
+a thin shell around it; tests drive it directly.
+
+Idempotency: a call's state records ``next_seq``. A chunk whose ``seq`` is below it was already
+folded into the state (a replay after a crash or rebalance) and is skipped; windows only depend
+on the state and the chunks, so replaying from a stored state regenerates the same windows,
+which the database then ignores (unique call, speaker, start_ms).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from callsense.processors.events import (
+    AudioChunk,
+    BadEvent,
+    CallEnd,
+    CallStart,
+    call_ended_event,
+    call_started_event,
+    deadletter_event,
+    parse_audio_event,
+    window_event,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE = "processor"
+
+
+@dataclass
+class Incoming:
+    """One raw message as read from Kafka."""
+
+    value: bytes | None
+    key: bytes | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+@dataclass
+class BatchResult:
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # -> callsense.windows
+    deadletters: list[dict[str, Any]] = field(default_factory=list)  # -> callsense.deadletter
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)  # call_id -> new state
+    stats: Counter = field(default_factory=Counter)
+
+
+class CallContext:
+    """Live objects of one call: its start event, speakers, per-speaker pipelines/smoothers."""
+
+    def __init__(self, start: CallStart, speakers: list[tuple[str, str, int | None]]) -> None:
+        self.start = start
+        self.speakers = speakers
+        self.next_seq = 0
+        self.total_samples = 0  # at the call's input rate, end of the furthest chunk seen
+        self.ended = False
+        self.ended_ts: float | None = None
+        self.pipelines: dict[str, Any] = {}
+        self.smoothers: dict[str, Any] = {}
+
+    def to_state(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "call": asdict(self.start),
+            "speakers": [list(s) for s in self.speakers],
+            "next_seq": self.next_seq,
+            "total_samples": self.total_samples,
+            "ended": self.ended,
+        }
+        if not self.ended:  # an ended call keeps only what recognises replays
+            d["pipelines"] = {k: p.to_state() for k, p in self.pipelines.items()}
+            d["smoothers"] = {k: s.state() for k, s in self.smoothers.items()}
+        return d
+
+
+class CallProcessor:
+    """The per-call state machine; see the module docstring."""
+
+    def __init__(self, settings: Any, classifier: Any) -> None:
+        from callsense.processors.stages import StageConfig
+
+        self.settings = settings
+        self.cfg = StageConfig.from_settings(settings)
+        self.classifier = classifier
+        self.live: dict[str, CallContext] = {}
+
+    # ---------------------------------------------------------------- state <-> live objects
+    def _context(self, call_id: str, state: dict[str, Any] | None) -> CallContext | None:
+        """The live context of a call, rebuilt from ``state`` unless the cache matches it."""
+        if state is None:
+            self.live.pop(call_id, None)
+            return None
+        ctx = self.live.get(call_id)
+        if (
+            ctx is not None
+            and ctx.next_seq == state.get("next_seq")
+            and ctx.ended == bool(state.get("ended"))
+        ):
+            return ctx
+        ctx = self._from_state(state)
+        self.live[call_id] = ctx
+        return ctx
+
+    def _from_state(self, state: dict[str, Any]) -> CallContext:
+        from callsense.processors.stages import SpeakerPipeline
+
+        start = CallStart(**state["call"])
+        ctx = CallContext(start, [tuple(s) for s in state["speakers"]])  # type: ignore[misc]
+        ctx.next_seq = int(state["next_seq"])
+        ctx.total_samples = int(state.get("total_samples", 0))
+        ctx.ended = bool(state.get("ended"))
+        if not ctx.ended:
+            ctx.pipelines = {
+                k: SpeakerPipeline.from_state(self.cfg, v)
+                for k, v in state.get("pipelines", {}).items()
+            }
+            ctx.smoothers = {
+                k: self.classifier.smoother_from_state(v)
+                for k, v in state.get("smoothers", {}).items()
+            }
+        return ctx
+
+    def _new_context(self, start: CallStart) -> CallContext:
+        from callsense.processors.stages import SpeakerPipeline, speakers_for
+
+        speakers = [tuple(s) for s in speakers_for(start.channels, start.agent_channel)]
+        ctx = CallContext(start, speakers)  # type: ignore[arg-type]
+        for spk, role, _ch in speakers:
+            ctx.pipelines[spk] = SpeakerPipeline(self.cfg, start.sample_rate, spk, role)
+            ctx.smoothers[spk] = self.classifier.new_smoother()
+        return ctx
+
+    # ---------------------------------------------------------------- the state machine
+    def process(
+        self, batch: list[Incoming], states: dict[str, dict[str, Any] | None]
+    ) -> BatchResult:
+        """Apply a micro-batch. ``states`` maps call id -> stored state (None = unknown).
+
+        Synchronous and CPU-bound: the agent runs it in the inference executor.
+        """
+        res = BatchResult()
+        touched: dict[str, CallContext] = {}
+        pending: dict[str, list[Any]] = {}  # call_id -> windows awaiting classification
+        before: dict[str, list[dict[str, Any]]] = {}  # call_started events
+        after: dict[str, list[dict[str, Any]]] = {}  # call_ended events
+        order: list[str] = []
+
+        def ctx_for(call_id: str) -> CallContext | None:
+            if call_id in touched:
+                return touched[call_id]
+            return self._context(call_id, states.get(call_id))
+
+        def touch(ctx: CallContext) -> None:
+            cid = ctx.start.call_id
+            if cid not in touched:
+                touched[cid] = ctx
+                order.append(cid)
+            self.live[cid] = ctx
+
+        def dead(msg: Incoming, reason: str, call_id: str | None) -> None:
+            res.stats["deadletters"] += 1
+            log.warning("dead letter (call %s, offset %s): %s", call_id, msg.offset, reason)
+            res.deadletters.append(
+                deadletter_event(
+                    STAGE,
+                    reason,
+                    msg.value,
+                    call_id=call_id,
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                )
+            )
+
+        for msg in batch:
+            try:
+                ev = parse_audio_event(msg.value, msg.key)
+            except BadEvent as exc:
+                dead(msg, exc.reason, exc.call_id)
+                continue
+            cid = ev.call_id
+            ctx = ctx_for(cid)
+            try:
+                if isinstance(ev, CallStart):
+                    if ctx is not None:
+                        if ctx.start.ts == ev.ts:
+                            res.stats["duplicates"] += 1  # replayed call_start
+                        else:
+                            dead(msg, f"call id {cid!r} is already in use", cid)
+                        continue
+                    ctx = self._new_context(ev)
+                    touch(ctx)
+                    before.setdefault(cid, []).append(call_started_event(ev, ctx.speakers))
+                    res.stats["calls_started"] += 1
+                elif isinstance(ev, AudioChunk):
+                    if ctx is None:
+                        dead(msg, f"chunk for unknown call {cid!r} (no call_start seen)", cid)
+                    elif ev.seq < ctx.next_seq:
+                        res.stats["duplicates"] += 1
+                    elif ctx.ended:
+                        dead(msg, f"chunk seq {ev.seq} after call_end of {cid!r}", cid)
+                    elif ev.sample_rate != ctx.start.sample_rate:
+                        dead(
+                            msg,
+                            f"sample rate changed mid-call: chunk seq {ev.seq} is "
+                            f"{ev.sample_rate} Hz, call started at {ctx.start.sample_rate} Hz",
+                            cid,
+                        )
+                    elif ev.channels != ctx.start.channels:
+                        dead(
+                            msg,
+                            f"channel count changed mid-call: chunk seq {ev.seq} has "
+                            f"{ev.channels}, call started with {ctx.start.channels}",
+                            cid,
+                        )
+                    else:
+                        audio = ev.samples()  # BadEvent when corrupt
+                        touch(ctx)
+                        windows = pending.setdefault(cid, [])
+                        for spk, _role, ch in ctx.speakers:
+                            mono = audio[ch] if ch is not None else audio.mean(axis=0)
+                            windows.extend(ctx.pipelines[spk].push(mono, ev.start_sample))
+                        ctx.next_seq = ev.seq + 1
+                        ctx.total_samples = max(ctx.total_samples, ev.start_sample + audio.shape[1])
+                        res.stats["chunks"] += 1
+                elif isinstance(ev, CallEnd):
+                    if ctx is None:
+                        dead(msg, f"call_end for unknown call {cid!r}", cid)
+                    elif ctx.ended:
+                        res.stats["duplicates"] += 1
+                    else:
+                        touch(ctx)
+                        windows = pending.setdefault(cid, [])
+                        talk: dict[str, float] = {}
+                        for spk, _role, _ch in ctx.speakers:
+                            pipe = ctx.pipelines[spk]
+                            windows.extend(pipe.flush())
+                            talk[spk] = float(pipe.talk_time_s)
+                        duration = ctx.total_samples / float(ctx.start.sample_rate)
+                        ctx.ended = True
+                        ctx.ended_ts = ev.ts
+                        after.setdefault(cid, []).append(
+                            call_ended_event(cid, duration, talk, ev.ts)
+                        )
+                        res.stats["calls_ended"] += 1
+            except BadEvent as exc:
+                dead(msg, exc.reason, cid)
+            except Exception as exc:  # a stage failed on this input: keep the others going
+                log.exception("stage error on call %s", cid)
+                dead(msg, f"stage error: {type(exc).__name__}: {exc}", cid)
+
+        # one batched inference over every call of the micro-batch
+        cids = [c for c in order if pending.get(c)]
+        requests = [(pending[c], touched[c].smoothers) for c in cids]
+        results = self.classifier.classify_many(requests) if requests else []
+        by_call = dict(zip(cids, results, strict=True))
+        for cid in order:
+            ctx = touched[cid]
+            res.outputs.extend(before.get(cid, []))
+            for r in by_call.get(cid, []):
+                res.outputs.append(window_event(r.to_row(cid)))
+                res.stats["windows"] += 1
+            res.outputs.extend(after.get(cid, []))
+            res.states[cid] = ctx.to_state()
+            if ctx.ended:
+                ctx.pipelines.clear()
+                ctx.smoothers.clear()
+        return res

@@ -1,0 +1,236 @@
+"""Helpers for the streaming integration tests: a real broker, a real worker subprocess, a real
+stereo call built from RAVDESS clips, and readers for the database and topics."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def build_call(
+    shared_data: Path,
+    out: Path,
+    *,
+    left: tuple[str, str, str],
+    right: tuple[str, str, str],
+    clips: int = 4,
+    gap_s: float = 0.3,
+) -> Path:
+    """A stereo 16 kHz WAV: channel 0 = ``left`` speaker, channel 1 = ``right`` speaker.
+
+    ``left``/``right`` = (speaker id in MANIFEST.csv, emotion, intensity or ""): ``clips`` of
+    that speaker's utterances with that emotion, back to back with ``gap_s`` of silence.
+    """
+    import soundfile as sf
+
+    rows = list(csv.DictReader(open(shared_data / "ravdess" / "MANIFEST.csv")))
+
+    def channel(spec: tuple[str, str, str]) -> np.ndarray:
+        spk, emotion, intensity = spec
+        picked = [
+            r
+            for r in rows
+            if r["speaker"] == spk
+            and r["emotion"] == emotion
+            and (not intensity or r["intensity"] == intensity)
+        ][:clips]
+        assert len(picked) == clips, f"not enough {emotion} clips of {spk}"
+        parts = []
+        for r in picked:
+            x, sr = sf.read(str(shared_data / "ravdess" / r["path"]), dtype="float32")
+            assert sr == 16000
+            parts += [x, np.zeros(int(gap_s * sr), np.float32)]
+        return np.concatenate(parts)
+
+    a, b = channel(left), channel(right)
+    n = max(len(a), len(b))
+    stereo = np.zeros((n, 2), np.float32)
+    stereo[: len(a), 0] = a
+    stereo[: len(b), 1] = b
+    sf.write(str(out), stereo, 16000, subtype="PCM_16")
+    return out
+
+
+def base_env(bootstrap: str, database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        CALLSENSE_KAFKA_BOOTSTRAP=bootstrap,
+        CALLSENSE_DATABASE_URL=database_url,
+        CALLSENSE_DATA_DIR=str(data_dir),
+        CALLSENSE_APP_ID=f"callsense-test-{uuid.uuid4().hex[:8]}",
+        CALLSENSE_MODEL_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def callsense(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "callsense.cli", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class Worker:
+    """``callsense worker`` as a subprocess with its log in a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Worker:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "callsense.cli", "worker"],
+            env=self.env,
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, nothing is flushed or committed."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return bool(self.proc and self.proc.poll() is None)
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, what: str, worker: Worker | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        if worker is not None and not worker.alive():
+            raise AssertionError(f"worker died while waiting for {what}:\n{worker.log()[-4000:]}")
+        time.sleep(0.25)
+    tail = worker.log()[-4000:] if worker else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tail}")
+
+
+def db_windows(url: str, call_id: str) -> list[dict[str, Any]]:
+    import sqlalchemy as sa
+
+    from callsense.storage.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT speaker, role, start_ms, end_ms, label, raw_label, confidence, "
+                    "smoothed_label, probabilities FROM emotion_windows WHERE call_id = :c "
+                    "ORDER BY speaker, start_ms"
+                ),
+                {"c": call_id},
+            ).mappings()
+            out = []
+            for r in rows:
+                d = dict(r)
+                if isinstance(d["probabilities"], str):
+                    d["probabilities"] = json.loads(d["probabilities"])
+                out.append(d)
+            return out
+    finally:
+        engine.dispose()
+
+
+def db_scalar(url: str, sql: str, **params: Any) -> Any:
+    import sqlalchemy as sa
+
+    from callsense.storage.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql), params).scalar()
+    finally:
+        engine.dispose()
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Every message of ``topic`` (all partitions, from the beginning) as parsed JSON."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def run() -> list[dict[str, Any]]:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        out: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + timeout
+            idle = 0
+            while time.monotonic() < deadline and idle < 3:
+                batch = await consumer.getmany(timeout_ms=500)
+                if not batch:
+                    idle += 1
+                    continue
+                idle = 0
+                for msgs in batch.values():
+                    out += [json.loads(m.value) for m in msgs]
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(run())
+
+
+def produce(bootstrap: str, messages: list[tuple[bytes | None, bytes]], topic: str) -> None:
+    """Send raw (key, value) messages and wait for the broker's acks."""
+    from aiokafka import AIOKafkaProducer
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            for key, value in messages:
+                await producer.send_and_wait(topic, value, key=key)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
