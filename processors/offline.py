@@ -1,0 +1,265 @@
+"""Offline analysis: one audio file through the same stage code as the stream, without Kafka.
+
+``analyze_file`` chunks the file with :func:`~callsense.processors.stages.chunk_audio` (the chunker
+ingest uses), feeds each speaker's :class:`~callsense.processors.stages.SpeakerPipeline` chunk by
+chunk in call order, and classifies the windows with
+:func:`~callsense.processors.stages.classify` in batches, exactly as the Faust agents do. The
+same file therefore yields the same windows (times and samples) offline and through Kafka.
+
+``callsense analyze FILE [--json|--csv] [--call-id ID] [--agent-channel 0|1]``
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from callsense.processors.stages import (
+    SpeakerPipeline,
+    StageConfig,
+    StageError,
+    Window,
+    WindowResult,
+    chunk_audio,
+    classify,
+    speakers_for,
+)
+
+
+@dataclass
+class Analysis:
+    call_id: str
+    source: str
+    sample_rate: int
+    channels: int
+    duration_s: float
+    speakers: list[dict[str, Any]]  # speaker, role, channel, talk_time_s
+    results: list[WindowResult] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [r.to_row(self.call_id) for r in self.results]
+
+    def summary(self) -> dict[str, Any]:
+        from callsense.processors.summary import summarize_call
+
+        talk = {s["speaker"]: s["talk_time_s"] for s in self.speakers}
+        return summarize_call(self.duration_s, self.rows(), talk)
+
+
+def load_call_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read and validate a call recording: ``(channels, T)`` float32 and its rate.
+
+    Raises ``AudioError`` / :class:`StageError` with a clear message for unreadable, empty,
+    non-finite or more-than-stereo input.
+    """
+    from callsense.models.audio import AudioError, load_audio
+
+    audio, sr = load_audio(path)
+    if not np.all(np.isfinite(audio)):
+        raise AudioError(f"{path}: audio contains NaN or infinite samples")
+    if audio.shape[0] > 2:
+        raise StageError(f"{path}: calls must be mono or stereo, got {audio.shape[0]} channels")
+    return audio, sr
+
+
+def extract_windows(
+    audio: np.ndarray, sr: int, cfg: StageConfig, agent_channel: int = 0
+) -> tuple[list[Window], list[dict[str, Any]]]:
+    """Stage part of the analysis (no model): windows in stream order + per-speaker info."""
+    from tqdm import tqdm
+
+    speakers = speakers_for(audio.shape[0], agent_channel)
+    pipes = [(SpeakerPipeline(cfg, sr, spk, role), ch or 0) for spk, role, ch in speakers]
+    windows: list[Window] = []
+    n_chunks = -(-audio.shape[1] // max(1, int(round(sr * cfg.chunk_ms / 1000))))
+    for _seq, start, chunk in tqdm(
+        chunk_audio(audio, sr, cfg.chunk_ms), total=n_chunks, desc="stages", disable=None
+    ):
+        for pipe, ch in pipes:
+            windows += pipe.push(chunk[ch], start)
+    for pipe, _ch in pipes:
+        windows += pipe.flush()
+    info = [
+        {"speaker": spk, "role": role, "channel": ch, "talk_time_s": pipe.talk_time_s}
+        for (spk, role, ch), (pipe, _c) in zip(speakers, pipes, strict=True)
+    ]
+    return windows, info
+
+
+def analyze_audio(
+    audio: np.ndarray,
+    sr: int,
+    settings: Any,
+    call_id: str = "call",
+    agent_channel: int = 0,
+    model: Any = None,
+    source: str = "",
+) -> Analysis:
+    cfg = StageConfig.from_settings(settings)
+    windows, info = extract_windows(audio, sr, cfg, agent_channel)
+    if model is None:
+        from callsense.models import EmotionModel
+
+        model = EmotionModel.load(
+            settings.model_dir, int8=settings.model_int8, threads=settings.model_threads
+        )
+    smoothers: dict[str, Any] = {}
+    results: list[WindowResult] = []
+    for i in range(0, len(windows), cfg.inference_batch):
+        results += classify(
+            model,
+            windows[i : i + cfg.inference_batch],
+            smoothers,
+            cfg.uncertain_threshold,
+            alpha=cfg.smoothing_alpha,
+        )
+    return Analysis(
+        call_id=call_id,
+        source=source,
+        sample_rate=sr,
+        channels=int(audio.shape[0]),
+        duration_s=audio.shape[1] / sr,
+        speakers=info,
+        results=results,
+    )
+
+
+def analyze_file(
+    path: str | Path,
+    settings: Any,
+    call_id: str | None = None,
+    agent_channel: int = 0,
+    model: Any = None,
+) -> list[WindowResult]:
+    """Window results for one file, computed exactly as the stream computes them."""
+    return analyze_path(path, settings, call_id, agent_channel, model).results
+
+
+def analyze_path(
+    path: str | Path,
+    settings: Any,
+    call_id: str | None = None,
+    agent_channel: int = 0,
+    model: Any = None,
+) -> Analysis:
+    audio, sr = load_call_audio(path)
+    return analyze_audio(
+        audio,
+        sr,
+        settings,
+        call_id=call_id or Path(path).stem,
+        agent_channel=agent_channel,
+        model=model,
+        source=str(path),
+    )
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _as_json(a: Analysis) -> str:
+    by_speaker: dict[str, list[dict[str, Any]]] = {s["speaker"]: [] for s in a.speakers}
+    for r in a.rows():
+        by_speaker[r["speaker"]].append(
+            {k: r[k] for k in r if k not in ("call_id", "speaker", "role")}
+        )
+    doc = {
+        "call_id": a.call_id,
+        "source": a.source,
+        "sample_rate": a.sample_rate,
+        "channels": a.channels,
+        "duration_s": round(a.duration_s, 3),
+        "speakers": [dict(s, windows=by_speaker[s["speaker"]]) for s in a.speakers],
+        "summary": a.summary()["summary"],
+    }
+    return json.dumps(doc, indent=2)
+
+
+def _labels(a: Analysis) -> list[str]:
+    return sorted({k for r in a.results for k in r.probabilities})
+
+
+def _as_csv(a: Analysis) -> str:
+    labels = _labels(a)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(
+        ["call_id", "speaker", "role", "start_ms", "end_ms", "label", "raw_label", "confidence",
+         "uncertain", "smoothed_label"] + [f"p_{lab}" for lab in labels]
+    )  # fmt: skip
+    for r in a.results:
+        w.writerow(
+            [a.call_id, r.speaker, r.role, r.start_ms, r.end_ms, r.label, r.raw_label,
+             f"{r.confidence:.4f}", int(r.uncertain), r.smoothed_label]
+            + [f"{r.probabilities.get(lab, 0.0):.4f}" for lab in labels]
+        )  # fmt: skip
+    return buf.getvalue()
+
+
+def _ms(ms: int) -> str:
+    return f"{ms // 60000:d}:{(ms % 60000) / 1000:06.3f}"
+
+
+def _as_table(a: Analysis) -> str:
+    labels = _labels(a)
+    lines = [f"{a.call_id}: {a.duration_s:.1f} s, {a.channels} channel(s), {a.sample_rate} Hz"]
+    for s in a.speakers:
+        rs = [r for r in a.results if r.speaker == s["speaker"]]
+        lines.append("")
+        lines.append(
+            f"{s['speaker']} ({s['role']}): {s['talk_time_s']:.1f} s of speech, {len(rs)} windows"
+        )
+        head = f"  {'start':>9} {'end':>9}  {'label':<10} {'conf':>5}  {'smoothed':<10}"
+        lines.append(head + "".join(f" {lab[:7]:>7}" for lab in labels))
+        for r in rs:
+            lines.append(
+                f"  {_ms(r.start_ms):>9} {_ms(r.end_ms):>9}  {r.label:<10} {r.confidence:5.2f}  "
+                f"{(r.smoothed_label or ''):<10}"
+                + "".join(f" {r.probabilities.get(lab, 0.0):7.2f}" for lab in labels)
+            )
+    summ = a.summary()
+    lines += ["", f"anger share {summ['anger_share']:.2f}, peak anger {summ['peak_anger']:.2f}"]
+    return "\n".join(lines)
+
+
+@click.command("analyze")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (per speaker windows).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (one row per window).")
+@click.option("--call-id", default=None, help="Call id in the output (default: file name).")
+@click.option(
+    "--agent-channel",
+    type=click.IntRange(0, 1),
+    default=None,
+    help="Stereo channel of the agent (default: CALLSENSE_AGENT_CHANNEL).",
+)
+def analyze_cmd(
+    file: Path, as_json: bool, as_csv: bool, call_id: str | None, agent_channel: int | None
+) -> None:
+    """Analyse FILE (WAV, FLAC, MP3, OGG; mono or stereo) with the stream's stage code."""
+    from callsense.models.audio import AudioError
+
+    from callsense.settings import get_settings
+
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv are mutually exclusive")
+    settings = get_settings()
+    channel = settings.agent_channel if agent_channel is None else agent_channel
+    try:
+        analysis = analyze_path(file, settings, call_id=call_id, agent_channel=channel)
+    except (AudioError, StageError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except FileNotFoundError as exc:  # no model artefact
+        raise click.ClickException(f"emotion model not found: {exc}") from exc
+    if as_json:
+        click.echo(_as_json(analysis))
+    elif as_csv:
+        click.echo(_as_csv(analysis), nl=False)
+    else:
+        click.echo(_as_table(analysis))
