@@ -1,0 +1,347 @@
+"""JSON API on the dashboard's Flask server: ``/api/calls``, ``/api/calls/<id>``,
+``/api/alerts``, ``/api/alerts/<id>/ack`` and the OpenAPI document ``/api/openapi.json``.
+
+Every route but the OpenAPI document requires ``Authorization: Bearer $CALLSENSE_API_TOKEN``
+(401 otherwise; 503 when no token is configured). Query parameters are validated by the same
+pydantic models the history page uses; anything malformed is a 400 with the offending
+parameter named, never a 500. Unexpected errors return a generic 500 body (details go to the
+server log only).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
+
+from callsense.storage.search import (
+    ID_PATTERN,
+    AlertQuery,
+    CallQuery,
+    call_detail,
+    calls_csv,
+    search_alerts,
+    search_calls,
+)
+
+log = logging.getLogger(__name__)
+_ID_RE = re.compile(ID_PATTERN)
+_ALERT_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+def _error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify({"error": message, **extra}), status
+
+
+def parse_query(model: type[BaseModel], args: Any) -> BaseModel:
+    """Validate request args against ``model``; raise ``ValueError`` with a safe message."""
+    data: dict[str, Any] = {}
+    for key, values in args.lists():
+        if len(values) != 1:
+            raise ValueError(f"parameter {key!r} given {len(values)} times")
+        if len(values[0]) > 256:
+            raise ValueError(f"parameter {key!r} is too long")
+        data[key] = values[0]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'query'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise ValueError("; ".join(problems)) from None
+
+
+def make_api(
+    session_factory: Callable[[], Any],
+    token_getter: Callable[[], str | None],
+    on_ack: Callable[[dict[str, Any]], None] | None = None,
+) -> Blueprint:
+    bp = Blueprint("callsense_api", __name__, url_prefix="/api")
+
+    @bp.before_request
+    def _auth() -> Any:
+        if request.endpoint == "callsense_api.openapi":
+            return None
+        token = token_getter()
+        if not token:
+            return _error(503, "API disabled: CALLSENSE_API_TOKEN is not set")
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            resp, code = _error(401, "missing or invalid bearer token")
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="callsense"'
+            return resp, code
+        return None
+
+    @bp.get("/calls")
+    def calls() -> Any:
+        args = request.args.copy()
+        fmt = args.pop("format", "json")
+        if fmt not in ("json", "csv"):
+            return _error(400, "format must be json or csv")
+        try:
+            q = parse_query(CallQuery, args)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        with session_factory() as s:
+            if fmt == "csv":
+                return Response(
+                    calls_csv(s, q),
+                    mimetype="text/csv",
+                    headers={"Content-Disposition": "attachment; filename=calls.csv"},
+                )
+            return jsonify(search_calls(s, q))
+
+    @bp.get("/calls/<path:call_id>")
+    def call(call_id: str) -> Any:
+        if not _ID_RE.match(call_id):
+            return _error(400, "malformed call id")
+        if request.args:
+            return _error(400, "this route takes no query parameters")
+        with session_factory() as s:
+            detail = call_detail(s, call_id)
+        if detail is None:
+            return _error(404, "no such call")
+        return jsonify(detail)
+
+    @bp.get("/alerts")
+    def alerts() -> Any:
+        try:
+            q = parse_query(AlertQuery, request.args)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        with session_factory() as s:
+            return jsonify(search_alerts(s, q))
+
+    @bp.post("/alerts/<alert_id>/ack")
+    def ack(alert_id: str) -> Any:
+        from callsense.storage.alerts import acknowledge, alert_to_dict
+        from callsense.storage.models import Alert
+
+        if not _ALERT_ID_RE.match(alert_id):
+            return _error(400, "malformed alert id")
+        body = request.get_json(silent=True)
+        by = body.get("by") if isinstance(body, dict) else None
+        if not isinstance(by, str) or not _ID_RE.match(by):
+            return _error(400, 'JSON body {"by": "<user id>"} required')
+        with session_factory() as s, s.begin():
+            done = acknowledge(s, alert_id, by)
+            row = s.get(Alert, alert_id)
+            current = alert_to_dict(row) if row else None
+        if current is None:
+            return _error(404, "no such alert")
+        if done and on_ack:
+            on_ack(done)
+        return jsonify({"acknowledged": bool(done), "alert": current})
+
+    @bp.get("/openapi.json")
+    def openapi() -> Any:
+        return jsonify(openapi_document())
+
+    return bp
+
+
+def install_error_handlers(app: Flask) -> None:
+    """JSON errors under /api; a generic 500 body everywhere (no stack traces, no SQL)."""
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Any:
+        if request.path.startswith("/api/"):
+            return _error(exc.code or 500, exc.name)
+        return exc
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        current_app.logger.exception("unhandled error on %s", request.path)
+        return _error(500, "internal error")
+
+
+def _params(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema()
+    out = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        desc = prop.pop("description", "")
+        prop.pop("title", None)
+        out.append(
+            {"name": name, "in": "query", "required": False, "description": desc, "schema": prop}
+        )
+    return out
+
+
+def _object(types: dict[str, str]) -> dict[str, Any]:
+    return {"type": "object", "properties": {k: {"type": t} for k, t in types.items()}}
+
+
+def openapi_document() -> dict[str, Any]:
+    err = {"$ref": "#/components/responses/Error"}
+    call_row = _object(
+        {
+            "call_id": "string",
+            "status": "string",
+            "started_at": "string",
+            "ended_at": "string",
+            "agent_id": "string",
+            "customer_id": "string",
+            "queue": "string",
+            "duration_s": "number",
+            "anger_share": "number",
+            "alerts": "integer",
+            "open_alerts": "integer",
+        }
+    )
+    alert = _object(
+        {
+            "id": "string",
+            "call_id": "string",
+            "rule": "string",
+            "speaker": "string",
+            "role": "string",
+            "status": "string",
+            "severity": "string",
+            "message": "string",
+            "raised_at": "string",
+            "updated_at": "string",
+            "resolved_at": "string",
+            "acknowledged_by": "string",
+            "acknowledged_at": "string",
+            "details": "object",
+        }
+    )
+
+    def page(item: str) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {
+                "total": {"type": "integer"},
+                "limit": {"type": "integer"},
+                "offset": {"type": "integer"},
+                "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
+            },
+        }
+
+    common = {"400": err, "401": err, "503": err}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "callsense API",
+            "version": "1",
+            "description": "Call history, call timelines and alerts.",
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/calls": {
+                "get": {
+                    "summary": "Search calls (paged, sortable); format=csv exports all rows.",
+                    "parameters": _params(CallQuery)
+                    + [
+                        {
+                            "name": "format",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"enum": ["json", "csv"], "default": "json"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "A page of calls",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/CallPage"}
+                                },
+                                "text/csv": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **common,
+                    },
+                }
+            },
+            "/api/calls/{call_id}": {
+                "get": {
+                    "summary": "Call metadata, speakers, emotion windows and alerts.",
+                    "parameters": [
+                        {
+                            "name": "call_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": ID_PATTERN},
+                        }
+                    ],
+                    "responses": {"200": {"description": "The call"}, "404": err, **common},
+                }
+            },
+            "/api/alerts": {
+                "get": {
+                    "summary": "Search alerts.",
+                    "parameters": _params(AlertQuery),
+                    "responses": {
+                        "200": {
+                            "description": "A page of alerts",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/AlertPage"}
+                                }
+                            },
+                        },
+                        **common,
+                    },
+                }
+            },
+            "/api/alerts/{alert_id}/ack": {
+                "post": {
+                    "summary": "Acknowledge an alert (once; later calls change nothing).",
+                    "parameters": [
+                        {
+                            "name": "alert_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["by"],
+                                    "properties": {"by": {"type": "string"}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"200": {"description": "Current alert"}, "404": err, **common},
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {
+                "Error": {
+                    "description": "Error",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"error": {"type": "string"}},
+                            }
+                        }
+                    },
+                }
+            },
+            "schemas": {
+                "Call": call_row,
+                "Alert": alert,
+                "CallPage": page("Call"),
+                "AlertPage": page("Alert"),
+            },
+        },
+    }

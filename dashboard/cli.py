@@ -1,0 +1,30 @@
+"""``callsense dashboard [--host] [--port]``."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("dashboard")
+@click.option("--host", default=None, help="Bind address (default CALLSENSE_DASHBOARD_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default CALLSENSE_DASHBOARD_PORT).")
+@click.option("--no-migrate", is_flag=True, help="Do not apply database migrations first.")
+def dashboard_cmd(host: str | None, port: int | None, no_migrate: bool) -> None:
+    """Run the supervisor dashboard and JSON API (sign-in required beyond loopback)."""
+    from callsense.dashboard.app import create_app
+    from callsense.dashboard.auth import is_loopback
+
+    from callsense.settings import get_settings
+    from callsense.storage.db import upgrade
+
+    settings = get_settings()
+    host = host or settings.dashboard_host
+    port = port or settings.dashboard_port
+    if not no_migrate:
+        upgrade(settings.effective_database_url)
+    try:
+        app = create_app(settings, require_login=not is_loopback(host))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"callsense dashboard on http://{host}:{port}/ (API: /api/openapi.json)")
+    app.run(host=host, port=port, debug=False, threaded=True)
