@@ -103,7 +103,7 @@ def list_cmd(ctx: click.Context, since: str | None, limit: int, as_json: bool) -
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def show_cmd(ctx: click.Context, call_id: str, as_json: bool) -> None:
-    """One call: metadata, speakers, each speaker's trajectory and the summary."""
+    """One call: speakers, trajectories, summary."""
     from callsense.storage.queries import get_call
 
     with _session(ctx) as session:
