@@ -60,7 +60,7 @@ class StageConfig:
     vad_warmup_frames: int = 32  # ... by a fresh VAD primed on this many preceding frames
     min_window_s: float = 1.0  # a speaker with less speech than this gets no window
     min_tail_s: float = 0.5  # at flush, speech not yet covered by a window gets a last window
-    nr_block_s: float = 0.5  # noise reduction block and context on each side
+    nr_block_s: float = 1.0  # noise reduction block and context on each side
     nr_context_s: float = 0.5
     max_gap_s: float = 3600.0  # a larger jump in start_sample is rejected
     uncertain_threshold: float = 0.45
