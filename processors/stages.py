@@ -158,7 +158,13 @@ def speakers_for(channels: int, agent_channel: int = 0) -> list[tuple[str, str, 
 
 
 def to_pcm16(x: np.ndarray) -> np.ndarray:
-    """float in [-1, 1] (or int16) → int16, rounding and clipping; the pipeline's own format."""
+    """float in [-1, 1] (or int16) → int16: ``clip(rint(x * 32768))``; the pipeline's format.
+
+    This (with :func:`from_pcm16`) is THE float↔PCM16 convention of callsense: audio that goes
+    ``to_pcm16`` → Kafka → ``from_pcm16`` → ``SpeakerPipeline.push`` is bit-identical to the
+    same float audio pushed directly (what ``callsense analyze`` does). Another scale (e.g.
+    32767) changes samples by one LSB and can move VAD decisions, breaking stream/offline parity.
+    """
     x = np.asarray(x)
     if x.dtype == np.int16:
         return x
@@ -167,6 +173,11 @@ def to_pcm16(x: np.ndarray) -> np.ndarray:
     if x.dtype.kind != "f":
         raise StageError(f"audio samples must be numeric, got dtype {x.dtype}")
     return np.clip(np.rint(x.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def from_pcm16(x: np.ndarray) -> np.ndarray:
+    """int16 → float32 ``x / 32768`` (exact inverse of :func:`to_pcm16` on its range)."""
+    return (np.asarray(x, dtype=np.int16).astype(np.float32) / 32768.0).astype(np.float32)
 
 
 def _b64(x: np.ndarray) -> str:
@@ -599,7 +610,7 @@ class SpeakerPipeline:
             role=self.role,
             start_ms=self._call_ms(self._stream_index(start)),
             end_ms=self._call_ms(self._stream_index(start + length - 1)),
-            samples=(pcm.astype(np.float32) / 32768.0),
+            samples=from_pcm16(pcm),
             index=self._n_windows,
             speech_start_s=start / self.cfg.sample_rate,
         )

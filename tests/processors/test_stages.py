@@ -262,3 +262,15 @@ def test_gap_is_filled_with_silence(speech: np.ndarray) -> None:
         pipe2 = SpeakerPipeline(cfg, SR)
         pipe2.push(speech[:100], 0)
         pipe2.push(speech[:100], 100 + 3601 * SR)
+
+
+def test_pcm16_convention_round_trips_exactly(speech: np.ndarray) -> None:
+    """to_pcm16 -> from_pcm16 (the Kafka path) gives the same windows as the float input."""
+    from callsense.processors.stages import from_pcm16, to_pcm16
+
+    ints = np.arange(-32768, 32768, dtype=np.int16)
+    assert np.array_equal(to_pcm16(from_pcm16(ints)), ints)
+    wire = from_pcm16(to_pcm16(speech))
+    a = run(SpeakerPipeline(StageConfig(), SR), speech, SR)
+    b = run(SpeakerPipeline(StageConfig(), SR), wire, SR)
+    assert same(a, b)
