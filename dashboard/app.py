@@ -166,10 +166,15 @@ def _call_card(c: dict[str, Any]) -> html.Div:
             html.Div(
                 [
                     html.Table(rows, className="speakers"),
-                    dcc.Graph(
-                        figure=sparkline(c["speakers"]),
-                        config={"staticPlot": True, "displayModeBar": False},
-                        className="spark",
+                    html.Div(
+                        [
+                            dcc.Graph(
+                                figure=sparkline(c["speakers"]),
+                                config={"staticPlot": True, "displayModeBar": False},
+                                className="spark",
+                            ),
+                            html.Div("P(angry), last 3 min", className="spark-caption"),
+                        ]
                     ),
                 ],
                 className="card-row",
@@ -404,6 +409,7 @@ def create_app(settings: Any = None, *, require_login: bool = False, sf: Any = N
             dcc.Interval(id="tick", interval=settings.dashboard_poll_ms),
             html.Div(id="ack-msg", className="flash"),
             html.Main(id="page"),
+            dcc.Graph(id="plotly-preload", style={"display": "none"}),
         ]
     )
 

@@ -110,7 +110,8 @@ def trajectory_figure(
                 )
         fig.update_yaxes(range=[0, 1.1], title_text="p", row=row, col=1)
     for a in alerts:
-        ms = (a.get("details") or {}).get("call_time_ms")
+        details = a.get("details") or {}
+        ms = details.get("raised_call_ms", details.get("call_time_ms"))
         if ms is None:
             continue
         color = "#d62728" if a.get("severity") == "critical" else "#ff7f0e"

@@ -389,6 +389,7 @@ class AlertEngine:
                 role = st["speakers"][m.speaker]["role"] if m.speaker else None
                 details = {**m.details, "rule_kind": rule.kind, "call_time_ms": st["now_ms"]}
                 if not open_alert:
+                    details["raised_call_ms"] = st["now_ms"]
                     alert_id = _hash_id("al", st["call_id"], rule.name, trigger_ms)
                     rs["seq"] = 0
                     rs["value"] = m.value
@@ -412,6 +413,7 @@ class AlertEngine:
                 elif abs(m.value - float(rs.get("value", 0.0))) >= rule.step - 1e-9:
                     rs["value"] = m.value
                     rs["seq"] += 1
+                    details["raised_call_ms"] = open_alert["details"].get("raised_call_ms")
                     open_alert.update(
                         status="updated",
                         updated_at=_iso(now),

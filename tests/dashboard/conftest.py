@@ -2,130 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-API_TOKEN = "t0ken-for-tests"
-PASSWORD = "s3cret-pw"
-
-
-def window_row(
-    call_id: str,
-    i: int,
-    label: str,
-    *,
-    speaker: str = "ch1",
-    role: str = "customer",
-    conf: float = 0.9,
-) -> dict[str, Any]:
-    others = {k: (1 - conf) / 3 for k in ("angry", "happy", "neutral", "sad") if k != label}
-    probs = {label: conf, **others}
-    uncertain = conf < 0.45
-    return {
-        "call_id": call_id,
-        "speaker": speaker,
-        "role": role,
-        "start_ms": i * 1000,
-        "end_ms": i * 1000 + 3000,
-        "label": "uncertain" if uncertain else label,
-        "raw_label": label,
-        "confidence": conf,
-        "uncertain": uncertain,
-        "probabilities": probs,
-        "smoothed_label": label,
-        "smoothed_probabilities": probs,
-    }
-
-
-def seed(sf: Any) -> None:
-    """Four calls: two ended with summaries, one live with windows only, one old."""
-    from callsense.storage.alerts import apply_alert_event
-    from callsense.storage.models import Call, CallSummary, EmotionWindow
-
-    def t(*a: int) -> datetime:
-        return datetime(*a, tzinfo=UTC)
-
-    with sf() as s, s.begin():
-        s.add_all(
-            [
-                Call(
-                    call_id="c-angry",
-                    agent_id="A1",
-                    customer_id="K1",
-                    queue="billing",
-                    status="ended",
-                    started_at=t(2026, 11, 20, 9),
-                    ended_at=t(2026, 11, 20, 9, 2),
-                ),
-                Call(
-                    call_id="c-calm",
-                    agent_id="A2",
-                    customer_id="K2",
-                    queue="support",
-                    status="ended",
-                    started_at=t(2026, 11, 20, 10),
-                    ended_at=t(2026, 11, 20, 10, 1),
-                ),
-                Call(
-                    call_id="c-live",
-                    agent_id="A1",
-                    customer_id="K3",
-                    queue="billing",
-                    status="active",
-                    started_at=t(2026, 11, 21, 8),
-                ),
-                Call(
-                    call_id="c-old",
-                    agent_id="A3",
-                    customer_id="K1",
-                    queue="support",
-                    status="ended",
-                    started_at=t(2025, 1, 1, 12),
-                    ended_at=t(2025, 1, 1, 12, 5),
-                ),
-            ]
-        )
-        s.flush()
-        s.add_all(
-            [
-                CallSummary(
-                    call_id="c-angry", duration_s=120, anger_share=0.7, peak_anger=0.95, summary={}
-                ),
-                CallSummary(
-                    call_id="c-calm", duration_s=60, anger_share=0.05, peak_anger=0.2, summary={}
-                ),
-                CallSummary(
-                    call_id="c-old", duration_s=300, anger_share=0.3, peak_anger=0.6, summary={}
-                ),
-            ]
-        )
-        labels = ["angry"] * 6 + ["neutral"] * 4
-        for i, lab in enumerate(labels):
-            s.add(EmotionWindow(**window_row("c-live", i, lab)))
-            s.add(EmotionWindow(**window_row("c-live", i, "neutral", speaker="ch0", role="agent")))
-        s.add(EmotionWindow(**window_row("c-live", 10, "sad", conf=0.3)))  # uncertain
-        apply_alert_event(
-            s,
-            "alert.raised",
-            {
-                "id": "al_test1",
-                "call_id": "c-angry",
-                "rule": "customer_anger",
-                "speaker": "ch1",
-                "role": "customer",
-                "status": "raised",
-                "severity": "warning",
-                "message": "customer angry",
-                "raised_at": "2026-11-20T09:01:00+00:00",
-                "updated_at": "2026-11-20T09:01:00+00:00",
-                "details": {"call_time_ms": 60000},
-            },
-        )
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # dash_support (importlib mode)
+from dash_support import API_TOKEN, PASSWORD, seed  # noqa: E402
 
 
 @dataclass

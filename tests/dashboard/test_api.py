@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
-API_TOKEN = "t0ken-for-tests"  # as in conftest.py
-PASSWORD = "s3cret-pw"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # dash_support (importlib mode)
+from dash_support import API_TOKEN, PASSWORD  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 LEAKS = ("traceback", "sqlalchemy", "psycopg", "sqlite", "select ", "syntax", 'file "')

@@ -1,0 +1,252 @@
+"""Headless Chromium (selenium + Debian's chromedriver) against the real dashboard.
+
+While a call "streams" - a background thread writes emotion windows to the database at a steady
+pace and runs every window through the real AlertEngine, persisting its alert events exactly as
+the stream's alert agent does - the browser opens the live view, sees the call's trajectory
+grow and an alert appear, acknowledges it, opens the call page, and after the call ended finds
+it in history. The measured write-to-screen latency is printed.
+
+Set CALLSENSE_UPDATE_SCREENSHOTS=1 to refresh docs/img/dashboard-{live,call}.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # dash_support (importlib mode)
+from dash_support import window_row  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CALL = "call-live-001"
+
+
+def _driver(tmp_path: Path) -> Any:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("Debian chromium + chromium-driver not installed (make system-deps)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1500,1000",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+    ):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+class CallWriter(threading.Thread):
+    """Writes one window per speaker every ``period_s`` (1 s of call time each) and feeds the
+    customer's windows to the alert engine; records when each window count hit the database."""
+
+    def __init__(self, sf: Any, period_s: float = 0.3, max_windows: int = 120) -> None:
+        super().__init__(daemon=True)
+        self.sf, self.period_s, self.max_windows = sf, period_s, max_windows
+        self.stop = threading.Event()
+        self.written_at: dict[int, float] = {}  # windows in db -> wall time of the commit
+        self.alert_events: list[Any] = []
+
+    def run(self) -> None:
+        from callsense.processors.alerts import AlertEngine
+
+        from callsense.storage.alerts import apply_alert_event
+        from callsense.storage.models import Call, EmotionWindow
+
+        engine = AlertEngine()
+        with self.sf() as s, s.begin():
+            s.add(
+                Call(
+                    call_id=CALL,
+                    agent_id="agent-7",
+                    customer_id="cust-42",
+                    queue="billing",
+                    status="active",
+                    channels=2,
+                    source="selenium",
+                )
+            )
+        n = 0
+        for i in range(self.max_windows):
+            if self.stop.is_set():
+                break
+            label = "neutral" if i < 8 else "angry"
+            conf = 0.35 if i % 5 == 4 else 0.85  # every 5th window is uncertain
+            cust = window_row(CALL, i, label, speaker="ch1", role="customer", conf=conf)
+            agent = window_row(CALL, i, "neutral", speaker="ch0", role="agent", conf=0.8)
+            events = engine.feed(cust)
+            with self.sf() as s, s.begin():
+                s.add_all([EmotionWindow(**cust), EmotionWindow(**agent)])
+                for ev in events:
+                    apply_alert_event(s, ev.type, ev.alert)
+            n += 2
+            self.written_at[n] = time.monotonic()
+            self.alert_events += events
+            time.sleep(self.period_s)
+
+    def end_call(self) -> None:
+        from callsense.storage.models import Call, CallSummary
+
+        self.stop.set()
+        self.join(10)
+        with self.sf() as s, s.begin():
+            call = s.get(Call, CALL)
+            call.status, call.ended_at = "ended", datetime.now(UTC)
+            s.add(
+                CallSummary(
+                    call_id=CALL,
+                    duration_s=len(self.written_at) + 2.0,
+                    anger_share=0.8,
+                    peak_anger=0.85,
+                    summary={},
+                )
+            )
+
+
+def _wait(cond: Any, timeout: float = 15.0, what: str = "") -> Any:
+    end = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < end:
+        try:
+            value = cond()
+            if value:
+                return value
+        except Exception as exc:  # stale elements while Dash re-renders
+            last_exc = exc
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what} ({last_exc!r})")
+
+
+def test_live_view_alert_ack_and_history(dashboard_factory, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from callsense.storage.models import Alert
+
+    served = dashboard_factory(seed_data=False)
+    driver = _driver(tmp_path)
+    writer = CallWriter(served.sf)
+    try:
+        driver.get(served.url + "/")
+        _wait(lambda: driver.find_element(By.ID, "live-calls"), what="live view")
+        _wait(lambda: driver.execute_script("return !!window.Plotly"), what="plotly.js loaded")
+        writer.start()
+        card = f'.call-card[data-call="{CALL}"]'
+
+        def windows_on_screen() -> int:
+            el = driver.find_element(By.CSS_SELECTOR, card)
+            return int(el.get_attribute("data-windows"))
+
+        # the trajectory grows on screen. Latency of each write = time until the screen first
+        # shows at least that many windows (the poll interval bounds it).
+        seen: list[tuple[int, float]] = []
+        last = 0
+        t_end = time.monotonic() + 6
+        while time.monotonic() < t_end:
+            try:
+                n = windows_on_screen()
+            except Exception:
+                n = last
+            if n != last:
+                seen.append((n, time.monotonic()))
+                last = n
+            time.sleep(0.05)
+        counts = [n for n, _ in seen]
+        assert len(counts) >= 3 and counts == sorted(counts) and counts[-1] > counts[0], counts
+        latencies = [
+            next(t for n, t in seen if n >= k) - wrote
+            for k, wrote in sorted(writer.written_at.items())
+            if k <= counts[-1]
+        ]
+        print(
+            f"\nlive view: window counts seen {counts}; write->screen latency median "
+            f"{statistics.median(latencies):.2f} s, max {max(latencies):.2f} s "
+            f"over {len(latencies)} writes (poll interval {served.settings.dashboard_poll_ms} ms)"
+        )
+
+        # the customer becomes angry: the alert appears on the card
+        item = _wait(
+            lambda: driver.find_element(By.CSS_SELECTOR, f"{card} .alert-item"),
+            timeout=20,
+            what="alert on the live card",
+        )
+        assert "customer_anger" in item.text
+        time.sleep(1.2)  # let a few more windows arrive for the screenshot
+        driver.save_screenshot(str(tmp_path / "dashboard-live.png"))
+
+        def click_ack() -> bool:
+            btns = driver.find_elements(By.CSS_SELECTOR, f"{card} .ack-btn")
+            if btns:
+                btns[0].click()
+            time.sleep(0.3)
+            return "acknowledged by supervisor" in driver.find_element(By.CSS_SELECTOR, card).text
+
+        _wait(click_ack, timeout=15, what="acknowledgement shown")
+        with served.sf() as s:
+            alerts = s.query(Alert).filter(Alert.call_id == CALL).all()
+        assert len(alerts) == 1  # one open alert per call and rule, however long the anger
+        assert alerts[0].acknowledged_by == "supervisor" and alerts[0].acknowledged_at
+
+        # the call page: per-speaker trajectories, uncertain markers, the alert marker
+        driver.find_element(By.LINK_TEXT, CALL).click()
+        _wait(
+            lambda: (
+                len(driver.find_elements(By.CSS_SELECTOR, "#call-graph .scatterlayer"))
+                and "ch1 (customer)" in driver.find_element(By.ID, "call-graph").text
+            ),
+            what="call trajectories",
+        )
+        graph_text = driver.find_element(By.ID, "call-graph").text
+        assert "ch0 (agent)" in graph_text and "customer_anger" in graph_text
+        assert "uncertain window" in graph_text  # legend entry of the uncertain markers
+        assert "acknowledged by supervisor" in driver.find_element(By.ID, "call-alerts").text
+        driver.set_window_size(1500, 1250)
+        time.sleep(1.5)
+        driver.save_screenshot(str(tmp_path / "dashboard-call.png"))
+
+        # the call ends; history finds it by agent
+        writer.end_call()
+        driver.find_element(By.LINK_TEXT, "History").click()
+        box = _wait(lambda: driver.find_element(By.ID, "h-agent"), what="history form")
+        box.send_keys("agent-7", Keys.ENTER)
+        _wait(
+            lambda: (
+                CALL in driver.find_element(By.ID, "h-table").text
+                and "1 calls" in driver.find_element(By.ID, "h-total").text
+            ),
+            what="call in history",
+        )
+        row_text = driver.find_element(By.ID, "h-table").text
+        assert "billing" in row_text and "cust-42" in row_text
+        box2 = driver.find_element(By.ID, "h-alerted")
+        assert box2 is not None
+        export = driver.find_element(By.ID, "h-export").get_attribute("href")
+        assert "agent=agent-7" in export
+    finally:
+        writer.stop.set()
+        driver.quit()
+    if os.environ.get("CALLSENSE_UPDATE_SCREENSHOTS") == "1":
+        out = REPO_ROOT / "docs" / "img"
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("dashboard-live.png", "dashboard-call.png"):
+            shutil.copy(tmp_path / name, out / name)
