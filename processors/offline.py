@@ -228,6 +228,38 @@ def _as_table(a: Analysis) -> str:
     return "\n".join(lines)
 
 
+def plot_trajectories(a: Analysis, path: Path) -> None:
+    """PNG: per speaker, each class's probability (smoothed) over call time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = _labels(a)
+    speakers = a.speakers or [{"speaker": "-", "role": ""}]
+    fig, axes = plt.subplots(len(speakers), 1, figsize=(9, 2.4 * len(speakers)), sharex=True,
+                             squeeze=False)  # fmt: skip
+    for ax, s in zip(axes[:, 0], speakers, strict=True):
+        rs = [r for r in a.results if r.speaker == s["speaker"]]
+        t = [(r.start_ms + r.end_ms) / 2000.0 for r in rs]
+        for lab in labels:
+            ys = [(r.smoothed_probabilities or r.probabilities).get(lab, 0.0) for r in rs]
+            ax.plot(t, ys, marker="o", markersize=3, label=lab)
+        for r, x in zip(rs, t, strict=True):
+            if r.uncertain:
+                ax.axvline(x, color="0.85", lw=4, zorder=0)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("probability")
+        ax.set_title(f"{s['speaker']} ({s['role']})", fontsize=9, loc="left")
+    axes[0, 0].legend(loc="upper right", fontsize=7, ncol=len(labels))
+    axes[-1, 0].set_xlabel("call time (s); grey: uncertain window")
+    axes[-1, 0].set_xlim(0, max(a.duration_s, 1.0))
+    fig.suptitle(f"{a.call_id}: smoothed emotion probabilities", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 @click.command("analyze")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (per speaker windows).")
@@ -239,8 +271,20 @@ def _as_table(a: Analysis) -> str:
     default=None,
     help="Stereo channel of the agent (default: CALLSENSE_AGENT_CHANNEL).",
 )
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a PNG of each speaker's emotion trajectory.",
+)
 def analyze_cmd(
-    file: Path, as_json: bool, as_csv: bool, call_id: str | None, agent_channel: int | None
+    file: Path,
+    as_json: bool,
+    as_csv: bool,
+    call_id: str | None,
+    agent_channel: int | None,
+    plot_path: Path | None,
 ) -> None:
     """Analyse FILE (WAV, FLAC, MP3, OGG; mono or stereo) with the stream's stage code."""
     from callsense.models.audio import AudioError
@@ -257,6 +301,8 @@ def analyze_cmd(
         raise click.ClickException(str(exc)) from exc
     except FileNotFoundError as exc:  # no model artefact
         raise click.ClickException(f"emotion model not found: {exc}") from exc
+    if plot_path is not None:
+        plot_trajectories(analysis, plot_path)
     if as_json:
         click.echo(_as_json(analysis))
     elif as_csv:

@@ -137,6 +137,8 @@ def test_analyze_csv_and_table_agree_with_json(stereo_call: Path, shipped_model:
     ]
     assert sorted((r["speaker"], int(r["start_ms"]), r["label"]) for r in rows) == sorted(flat)
     assert rows[0]["call_id"] == "call" and "p_angry" in rows[0]
-    table = runner.invoke(analyze_cmd, [str(stereo_call)])
+    png = stereo_call.parent / "trajectory.png"
+    table = runner.invoke(analyze_cmd, [str(stereo_call), "--plot", str(png)])
     assert table.exit_code == 0 and "ch1 (customer)" in table.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "anger share" in table.output
