@@ -172,3 +172,64 @@ def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+@calls_group.command("search")
+@click.option("--from", "started_from", default=None, help="Started at or after (ISO 8601).")
+@click.option("--to", "started_to", default=None, help="Started before (ISO 8601).")
+@click.option("--agent", default=None, help="Agent id.")
+@click.option("--customer", default=None, help="Customer id.")
+@click.option("--queue", default=None, help="Queue.")
+@click.option("--status", type=click.Choice(["active", "ended", "failed"]), default=None)
+@click.option("--min-anger-share", type=float, default=None, help="Minimum anger share 0-1.")
+@click.option("--alerted/--not-alerted", default=None, help="Only calls with / without alerts.")
+@click.option("--min-duration", "min_duration_s", type=float, default=None, help="Seconds.")
+@click.option("--max-duration", "max_duration_s", type=float, default=None, help="Seconds.")
+@click.option("--sort", default="started_at", show_default=True, help="Sort key.")
+@click.option("--asc", "ascending", is_flag=True, help="Ascending order (default descending).")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--offset", type=int, default=0, show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="csv exports every matching row.",
+)
+@click.pass_context
+def search_cmd(ctx: click.Context, fmt: str, ascending: bool, **filters: Any) -> None:
+    """Search call history (same filters as the history page and GET /api/calls)."""
+    from pydantic import ValidationError
+
+    from callsense.storage.search import CallQuery, calls_csv, search_calls
+
+    values = {k: v for k, v in filters.items() if v is not None}
+    try:
+        q = CallQuery(order="asc" if ascending else "desc", **values)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        field = str(e["loc"][0]) if e["loc"] else "query"
+        hint = {
+            "started_from": "--from",
+            "started_to": "--to",
+            "min_duration_s": "--min-duration",
+            "max_duration_s": "--max-duration",
+        }.get(field, "--" + field.replace("_", "-"))
+        raise click.BadParameter(e["msg"], param_hint=hint) from None
+    with _session(ctx) as session:
+        if fmt == "csv":
+            click.echo(calls_csv(session, q), nl=False)
+            return
+        page = search_calls(session, q)
+    if fmt == "json":
+        click.echo(json.dumps(page, indent=2))
+        return
+    click.echo(f"{page['total']} calls (showing {len(page['items'])} from {q.offset})")
+    for r in page["items"]:
+        click.echo(
+            f"{r['call_id']:<24} {r['status']:<7} {(r['started_at'] or '-')[:19]:<20} "
+            f"agent={_fmt(r['agent_id'])} customer={_fmt(r['customer_id'])} "
+            f"queue={_fmt(r['queue'])} dur={_fmt(r['duration_s'], '.0f')}s "
+            f"anger={_fmt(r['anger_share'], '.2f')} alerts={r['alerts']}"
+        )
