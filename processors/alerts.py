@@ -59,6 +59,7 @@ DEFAULT_RULES: list[dict[str, Any]] = [
     },
 ]
 
+ALERTS_TOPIC = "callsense.alerts"  # alert lifecycle events (AlertEvent.to_json), key = call id
 EVENT_TYPES = ("alert.raised", "alert.updated", "alert.resolved", "alert.acknowledged")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from callsense.storage.db import insert_ignore
+from callsense.storage.db import insert_ignore, make_engine, session_factory
 from callsense.storage.models import Alert, Call, WebhookDelivery
 
 _STATUS_RANK = {"raised": 0, "updated": 1, "resolved": 2}
@@ -157,3 +157,16 @@ def last_attempt(session: Session, event_id: str, url: str) -> int:
 def recent_deliveries(session: Session, limit: int = 200) -> list[WebhookDelivery]:
     stmt = select(WebhookDelivery).order_by(WebhookDelivery.id.desc()).limit(limit)
     return list(session.scalars(stmt))
+
+
+class AlertStore:
+    """Writes batches of alert events (used by the stream's alert agent, off the event loop)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self.session_factory = session_factory(self.engine)
+
+    def apply(self, events: list[Any]) -> None:
+        with self.session_factory() as s, s.begin():
+            for ev in events:
+                apply_alert_event(s, ev.type, ev.alert)

@@ -1,0 +1,95 @@
+"""The alert agents in the real worker: window events on ``callsense.windows`` (real embedded
+broker) → alert engine → alerts in the database and on ``callsense.alerts`` → signed webhooks to
+a real local receiver that fails its first attempt; a bad event goes to the dead-letter topic.
+
+The events are produced directly to the windows topic (no audio, no model), so the test checks
+the alert path alone and stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # support modules (importlib mode)
+from callsense.processors.alerts import ALERTS_TOPIC  # noqa: E402
+from callsense.processors.events import (  # noqa: E402
+    DEADLETTER_TOPIC,
+    WINDOWS_TOPIC,
+    CallStart,
+    call_ended_event,
+    call_started_event,
+    dumps,
+    ensure_topics,
+    window_event,
+)
+from streaming_support import Worker, base_env, db_scalar, produce, read_topic, wait_for  # noqa: E402
+from test_webhooks import SECRET, Receiver  # noqa: E402
+
+from callsense.broker import EmbeddedBroker  # noqa: E402
+from callsense.settings import Settings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+CALL = "alert-stream-1"
+
+
+def _window(i: int, label: str) -> dict:
+    probs = {"angry": 0.05, "happy": 0.05, "neutral": 0.05, "sad": 0.05, label: 0.85}
+    return window_event({
+        "call_id": CALL, "speaker": "ch1", "role": "customer", "start_ms": i * 1000,
+        "end_ms": i * 1000 + 3000, "label": label, "raw_label": label, "confidence": 0.85,
+        "uncertain": False, "probabilities": probs, "smoothed_label": label,
+        "smoothed_probabilities": probs,
+    })  # fmt: skip
+
+
+def test_worker_raises_stores_publishes_and_delivers_alerts(
+    database_url: str, tmp_path: Path
+) -> None:
+    with (
+        EmbeddedBroker(kind="noida", data_dir=tmp_path / "broker") as broker,
+        Receiver(fail_first=1) as recv,
+    ):
+        ensure_topics(broker.bootstrap, Settings())
+        env = base_env(
+            broker.bootstrap, database_url, tmp_path / "data",
+            CALLSENSE_WEBHOOK_URL=recv.url, CALLSENSE_WEBHOOK_SECRET=SECRET,
+            CALLSENSE_WEBHOOK_BACKOFF_S="0.05",
+        )  # fmt: skip
+        worker = Worker(env, tmp_path / "worker.log").start()
+        try:
+            start = CallStart(CALL, 16000, 2, agent_id="agent-7", customer_id="cust-42",
+                              queue="billing")  # fmt: skip
+            events = [call_started_event(start, [("ch0", "agent", 0), ("ch1", "customer", 1)])]
+            events += [_window(i, "angry") for i in range(8)]
+            events += [call_ended_event(CALL, 11.0, {"ch0": 0.0, "ch1": 10.0}, 0.0)]
+            msgs = [(CALL.encode(), dumps(e)) for e in events]
+            msgs.insert(3, (CALL.encode(), b'{"kind": "window", "call_id": "x", "label": 1'))
+            produce(broker.bootstrap, msgs, WINDOWS_TOPIC)
+
+            wait_for(
+                lambda: db_scalar(database_url, "SELECT count(*) FROM alerts "
+                                  "WHERE status = 'resolved'") == 1,
+                timeout=120, what="alert raised and resolved in the database", worker=worker,
+            )  # fmt: skip
+            wait_for(lambda: len(recv.accepted) == 2, timeout=60,
+                     what="both webhooks delivered", worker=worker)  # fmt: skip
+        finally:
+            worker.stop()
+        alerts = read_topic(broker.bootstrap, ALERTS_TOPIC)
+        dead = read_topic(broker.bootstrap, DEADLETTER_TOPIC)
+
+    assert [a["type"] for a in alerts] == ["alert.raised", "alert.resolved"]
+    assert alerts[0]["alert"]["rule"] == "customer_anger"
+    assert alerts[1]["alert"]["details"]["resolved_reason"] == "call_ended"
+    assert db_scalar(database_url, "SELECT count(*) FROM alerts") == 1  # one per call and rule
+    assert db_scalar(database_url, "SELECT rule FROM alerts") == "customer_anger"
+    # the receiver failed the first attempt; each change still arrived exactly once, signed
+    assert sorted(recv.accepted.values()) == [1, 1]
+    assert set(recv.accepted) == {a["event_id"] for a in alerts}
+    assert all(r["valid"] for r in recv.requests) and len(recv.requests) == 3
+    assert db_scalar(database_url, "SELECT count(*) FROM webhook_deliveries WHERE ok") == 2
+    stages = {d["stage"] for d in dead}
+    assert "alerts" in stages, dead
