@@ -14,6 +14,9 @@
     callsense.windows ──► agent persist_windows ──► database (calls, speakers, emotion_windows,
                               │                      call_summaries; idempotent)
                               └──► callsense.summaries (summary, after it is stored)
+    callsense.windows ──► agent raise_alerts  (table alert-state: AlertEngine state per call)
+                              ├──► database (alerts; idempotent by alert id)
+                              └──► callsense.alerts ──► agent deliver_webhooks ──► endpoints
 
 Guarantees (at-least-once, Faust's default; never exactly_once):
 
@@ -211,7 +214,88 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
             await send_all(summaries_topic, summaries)
             await send_all(deadletter_topic, bad)
 
+    # ---- agent 3: windows → alert rules → database + callsense.alerts --------------------
+    from callsense.processors.alerts import ALERTS_TOPIC, AlertEngine, AlertEvent, parse_rules
+    from callsense.processors.webhooks import Message, deliverer_from_settings
+
+    from callsense.storage.alerts import AlertStore
+
+    alerts_topic = app.topic(ALERTS_TOPIC, partitions=n, internal=True)
+    alert_state = app.Table(
+        "alert-state", default=None, partitions=n, key_type=bytes, use_partitioner=True,
+        help="Per-call AlertEngine state (JSON bytes).",
+    )  # fmt: skip
+    alert_engine = AlertEngine(parse_rules(settings.alert_rules))
+    alert_store = AlertStore(settings.effective_database_url)
+    deliverer = deliverer_from_settings(settings, alert_store.session_factory)
+    alert_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
+
+    @app.agent(windows_topic, name="raise_alerts")
+    async def raise_alerts(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        async for e in stream.events():
+            try:
+                ev = json.loads(e.message.value)
+                raw = alert_state.get(e.message.key)
+                state = json.loads(raw) if raw else None
+                if ev.get("kind") == "window":
+                    state, out = alert_engine.process(state, ev)
+                elif ev.get("kind") == "call_ended":
+                    state, out = alert_engine.end_call(state, ev["call_id"])
+                else:
+                    continue
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                reason = f"alert engine rejected the event: {exc}"
+                m = e.message
+                dl = deadletter_event("alerts", reason, m.value, topic=m.topic,
+                                      partition=m.partition, offset=m.offset)  # fmt: skip
+                await send_all(deadletter_topic, [dl])
+                continue
+            if out:  # database first, then the topic: a replay rewrites the same alert ids
+                await _retry_db(lambda out=out: loop.run_in_executor(
+                    alert_executor, alert_store.apply, out))  # fmt: skip
+                await send_all(alerts_topic, [{**a.to_json(), "call_id": a.alert["call_id"]}
+                                              for a in out])  # fmt: skip
+            alert_state[e.message.key] = json.dumps(state).encode()
+
+    # ---- agent 4: callsense.alerts → signed webhooks (retries + delivery log) ------------
+    if deliverer is not None:
+
+        @app.agent(alerts_topic, name="deliver_webhooks")
+        async def deliver_webhooks(stream: Any) -> None:
+            async for value in stream:
+                try:
+                    msg = Message.from_alert_event(AlertEvent.from_json(json.loads(value)))
+                except (ValueError, KeyError, TypeError) as exc:
+                    dl = deadletter_event("webhooks", f"unreadable alert event: {exc}", value)
+                    await send_all(deadletter_topic, [dl])
+                    continue
+                await deliver_webhooks_once(deliverer, msg)
+
     return app
+
+
+async def deliver_webhooks_once(deliverer: Any, msg: Any) -> None:
+    """Deliver one alert change; network errors are logged per attempt, never raised."""
+    attempts = await deliverer.deliver(msg)
+    if attempts and not any(a.ok for a in attempts):
+        log.error("webhook %s (%s) not delivered after %d attempts", msg.id, msg.type,
+                  len(attempts))  # fmt: skip
+
+
+async def _retry_db(call: Any) -> None:
+    """Retry a database write while the database is unreachable."""
+    from sqlalchemy.exc import OperationalError
+
+    delay = 0.5
+    while True:
+        try:
+            await call()
+            return
+        except OperationalError as exc:
+            log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 async def _write_with_retry(
