@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     state_retention_ms: int = Field(
         3600 * 1000, description="retention.ms of the worker's call-state changelog topic."
     )
+    worker_session_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Consumer-group session timeout: how soon a crashed worker's partitions "
+        "are reassigned (a restarted worker waits for it).",
+    )
 
     # --- audio / stages -------------------------------------------------------------------
     sample_rate: int = Field(16000, description="Internal sample rate of every stage (Hz).")
@@ -90,6 +96,38 @@ class Settings(BaseSettings):
         0.5, gt=0.0, le=1.0, description="Exponential smoothing factor over recent windows."
     )
     agent_channel: int = Field(0, ge=0, le=1, description="Stereo channel that carries the agent.")
+
+    # --- diarization (mono calls) ---------------------------------------------------------
+    diarization_latency_s: float = Field(
+        2.5,
+        ge=1.0,
+        le=5.0,
+        description="Mono-call diarization latency: speaker labels are final "
+        "this many seconds after the audio arrives (1-5 s; more = more accurate).",
+    )
+    diarization_step_s: float = Field(
+        1.25,
+        ge=0.1,
+        le=5.0,
+        description="Diarization re-analysis step (s, at most the latency; "
+        "smaller = more compute).",
+    )
+    diarization_max_speakers: int = Field(
+        2, ge=1, le=8, description="Maximum speakers per mono call."
+    )
+    diarization_delta_new: float = Field(
+        0.6,
+        gt=0.0,
+        lt=2.0,
+        description="Cosine distance to every known speaker above which a new speaker is opened.",
+    )
+    diarization_agent_rule: str = Field(
+        "first",
+        pattern="^(first|second|none)$",
+        description="Mono-call roles: 'first' = the "
+        "first speaker heard is the agent (inbound), 'second' = the second one (outbound), "
+        "'none' = roles unknown.",
+    )
 
     # --- dashboard / api / alerts ---------------------------------------------------------
     dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address.")

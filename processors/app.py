@@ -69,11 +69,13 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
 
     from callsense.storage.writer import Writer
 
-    extra: dict[str, Any] = {}
-    if settings.broker_kind == "tansu":  # see docs/streaming.md: Tansu quirks
-        extra.update(
-            producer_max_batch_size=1, broker_session_timeout=6.0, broker_heartbeat_interval=1.0
-        )
+    extra: dict[str, Any] = {
+        "broker_session_timeout": settings.worker_session_timeout_s,
+        "broker_heartbeat_interval": min(3.0, settings.worker_session_timeout_s / 5),
+        "broker_rebalance_timeout": 2 * settings.worker_session_timeout_s,
+    }
+    if settings.broker_kind == "tansu":  # Tansu: tables lose data on recovery otherwise
+        extra["producer_max_batch_size"] = 1
     app = faust.App(
         settings.app_id,
         broker=kafka_url(settings.kafka_bootstrap),

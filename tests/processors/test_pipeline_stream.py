@@ -1,0 +1,225 @@
+"""End-to-end streaming tests with a real embedded broker, a real worker subprocess, the shipped
+model and real databases (SQLite and PostgreSQL).
+
+* a stereo call built from RAVDESS clips (neutral agent on channel 0, angry customer on
+  channel 1) streams through; the worker is SIGKILLed mid-call and restarted; the stored
+  windows must equal, window for window and label for label, what ``analyze_file`` computes
+  offline for the same file (no window lost, none written twice, stream/offline parity);
+* bad input (corrupt chunks, a sample-rate change, a chunk for an unknown call, a non-JSON
+  message) goes to the dead-letter topic with a reason while another call is in flight, and
+  that call still yields exactly its offline windows.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # streaming_support (importlib mode)
+from callsense.processors.events import (  # noqa: E402
+    AUDIO_TOPIC,
+    DEADLETTER_TOPIC,
+    WINDOWS_TOPIC,
+    AudioChunk,
+    CallEnd,
+    CallStart,
+    ensure_topics,
+)
+from streaming_support import (  # noqa: E402
+    REPO_ROOT,
+    Worker,
+    base_env,
+    build_call,
+    db_scalar,
+    db_windows,
+    produce,
+    read_topic,
+    wait_for,
+)
+
+from callsense.broker import EmbeddedBroker  # noqa: E402
+from callsense.settings import Settings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+AGENT = ("ravdess_04", "neutral", "")  # channel 0
+CUSTOMER = ("ravdess_03", "angry", "strong")  # channel 1
+
+
+@pytest.fixture(scope="module")
+def stereo_call(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("call") / "angry_customer.wav"
+    return build_call(shared_data, out, left=AGENT, right=CUSTOMER, clips=4)
+
+
+@pytest.fixture(scope="module")
+def offline(stereo_call: Path) -> list[dict[str, Any]]:
+    """The windows ``callsense analyze`` computes for the call (same stage code, no Kafka)."""
+    from callsense.processors.offline import analyze_file
+
+    results = analyze_file(stereo_call, Settings(), call_id="offline", agent_channel=0)
+    return sorted(
+        (r.to_row("offline") for r in results), key=lambda r: (r["speaker"], r["start_ms"])
+    )
+
+
+def _broker(kind: str, tmp_path: Path):
+    with EmbeddedBroker(kind=kind, data_dir=tmp_path / "broker") as b:
+        ensure_topics(b.bootstrap, Settings())
+        yield b
+
+
+@pytest.fixture
+def tansu(tmp_path: Path):
+    """Tansu: a SIGKILLed member leaves its group after the session timeout. (noida-db keeps
+    the dead member forever: a restarted worker loops on rejoin and never gets partitions.)"""
+    yield from _broker("tansu", tmp_path)
+
+
+@pytest.fixture
+def noida(tmp_path: Path):
+    yield from _broker("noida", tmp_path)
+
+
+def _key(rows: list[dict[str, Any]]) -> list[tuple]:
+    return [
+        (r["speaker"], r["start_ms"], r["end_ms"], r["label"], r["smoothed_label"]) for r in rows
+    ]
+
+
+def _assert_same_windows(stored: list[dict[str, Any]], offline: list[dict[str, Any]]) -> None:
+    assert _key(stored) == _key(offline)
+    for s, o in zip(stored, offline, strict=True):
+        for label, p in o["probabilities"].items():
+            assert s["probabilities"][label] == pytest.approx(p, abs=1e-4)
+
+
+def _ingest(env: dict[str, str], path: Path, call_id: str, speed: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "callsense.cli", "ingest", str(path), "--call-id", call_id,
+         "--speed", speed, "--agent-channel", "0", "--agent-id", "agent-7",
+         "--customer-id", "cust-42", "--queue", "billing", "--quiet"],
+        env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_stream_sigkill_restart_matches_offline(
+    database_url: str, tansu: EmbeddedBroker, stereo_call: Path, offline: list, tmp_path: Path
+) -> None:
+    env = base_env(
+        tansu.bootstrap,
+        database_url,
+        tmp_path / "data",
+        CALLSENSE_STATE_CHECKPOINT_MS="500",
+        CALLSENSE_BROKER_KIND="tansu",
+    )
+    call_id = "angry-customer-1"
+    count = f"SELECT count(*) FROM emotion_windows WHERE call_id = '{call_id}'"
+    ended = f"SELECT count(*) FROM call_summaries WHERE call_id = '{call_id}'"
+
+    first = Worker(env, tmp_path / "worker1.log").start()
+    wait_for(lambda: "Worker ready" in first.log(), 120, "first worker ready", first)
+    ingest = _ingest(env, stereo_call, call_id, speed="2")
+    try:
+        wait_for(lambda: db_scalar(database_url, count) >= 3, 120, "first windows", first)
+        first.kill()  # mid-call: no shutdown code runs
+        at_kill = db_scalar(database_url, count)
+        assert db_scalar(database_url, ended) == 0, "the call must still be in flight"
+        out, err = ingest.communicate(timeout=120)
+        assert ingest.returncode == 0, err
+    finally:
+        first.kill()
+        if ingest.poll() is None:
+            ingest.kill()
+
+    second = Worker(env, tmp_path / "worker2.log").start()
+    try:
+        wait_for(lambda: db_scalar(database_url, ended) == 1, 180, "call summary", second)
+        stored = db_windows(database_url, call_id)
+    finally:
+        second.stop()
+
+    assert 0 < at_kill < len(offline), "the kill must interrupt the call"
+    # no window lost, none written twice, and exactly the offline windows and labels
+    _assert_same_windows(stored, offline)
+    speakers = {r["speaker"]: r["role"] for r in stored}
+    assert speakers == {"ch0": "agent", "ch1": "customer"}
+    customer = [r for r in stored if r["speaker"] == "ch1"]
+    angry = sum(r["raw_label"] == "angry" for r in customer)
+    assert angry > len(customer) / 2, [r["raw_label"] for r in customer]
+
+    meta = db_scalar(database_url, f"SELECT agent_id || '/' || customer_id || '/' || queue "
+                                   f"FROM calls WHERE call_id = '{call_id}'")  # fmt: skip
+    assert meta == "agent-7/cust-42/billing"
+    status = db_scalar(database_url, f"SELECT status FROM calls WHERE call_id = '{call_id}'")
+    assert status == "ended"
+    # the windows topic may hold replayed duplicates; the database holds each window once
+    events = [e for e in read_topic(tansu.bootstrap, WINDOWS_TOPIC) if e["kind"] == "window"]
+    assert len(events) >= len(stored)
+
+
+def _chunk(call_id: str, seq: int, start: int, audio, rate: int = 16000) -> bytes:
+    return AudioChunk.from_array(call_id, seq, start, rate, audio).to_json()
+
+
+def test_bad_input_goes_to_deadletter_other_call_unaffected(
+    noida: EmbeddedBroker, stereo_call: Path, offline: list, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    url = f"sqlite:///{tmp_path / 'bad.db'}"
+    env = base_env(noida.bootstrap, url, tmp_path / "data", CALLSENSE_BROKER_KIND="noida")
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        wait_for(lambda: "Worker ready" in worker.log(), 120, "worker ready", worker)
+        good = _ingest(env, stereo_call, "good-call", speed="4")  # in flight meanwhile
+
+        rng = np.random.default_rng(0)
+        tone = (0.1 * rng.standard_normal((2, 4000))).astype(np.float32)
+        bad = "bad-call"
+        k = bad.encode()
+        corrupt_b64 = json.loads(_chunk(bad, 1, 4000, tone))
+        corrupt_b64["pcm"] = "!!not base64!!"
+        odd_length = json.loads(_chunk(bad, 2, 8000, tone))
+        odd_length["pcm"] = "AAAA"  # 3 bytes: not whole stereo int16 frames
+        produce(noida.bootstrap, [
+            (k, CallStart(bad, 16000, 2).to_json()),
+            (k, _chunk(bad, 0, 0, tone)),
+            (k, json.dumps(corrupt_b64).encode()),
+            (k, json.dumps(odd_length).encode()),
+            (k, _chunk(bad, 3, 12000, tone[:, :2000], rate=8000)),  # rate change mid-call
+            (k, _chunk(bad, 4, 16000, tone)),
+            (k, CallEnd(bad, 4, 20000).to_json()),
+            (b"ghost", _chunk("ghost", 0, 0, tone)),  # never started
+            (b"junk", b"\x00\xffnot json"),
+        ], AUDIO_TOPIC)  # fmt: skip
+
+        out, err = good.communicate(timeout=120)
+        assert good.returncode == 0, err
+        done = "SELECT count(*) FROM call_summaries WHERE call_id IN ('good-call', 'bad-call')"
+        wait_for(lambda: db_scalar(url, done) == 2, 180, "both calls ended", worker)
+        stored = db_windows(url, "good-call")
+    finally:
+        worker.stop()
+
+    _assert_same_windows(stored, offline)
+    dead = read_topic(noida.bootstrap, DEADLETTER_TOPIC)
+    reasons = {d["call_id"]: [] for d in dead}
+    for d in dead:
+        reasons[d["call_id"]].append(d["reason"])
+        assert d["stage"] == "processor" and d["original"]
+    bad_reasons = " | ".join(reasons.get("bad-call", []))
+    assert "not valid base64" in bad_reasons
+    assert "whole number" in bad_reasons
+    assert "sample rate changed mid-call" in bad_reasons
+    assert len(reasons["bad-call"]) == 3
+    assert any("unknown call" in r for r in reasons.get("ghost", []))
+    assert any("not JSON" in r for r in reasons.get(None, []))
+    assert "good-call" not in reasons
+    # the bad call itself kept going: its good chunks were processed and it ended normally
+    assert db_scalar(url, "SELECT status FROM calls WHERE call_id = 'bad-call'") == "ended"
