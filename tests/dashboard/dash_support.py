@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 API_TOKEN = "t0ken-for-tests"
 PASSWORD = "s3cret-pw"
@@ -121,3 +126,43 @@ def seed(sf: Any) -> None:
                 "details": {"call_time_ms": 60000},
             },
         )
+
+
+def chrome_driver(tmp_path: Path) -> Any:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("Debian chromium + chromium-driver not installed (make system-deps)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1500,1000",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+    ):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def wait(cond: Any, timeout: float = 15.0, what: str = "") -> Any:
+    end = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < end:
+        try:
+            value = cond()
+            if value:
+                return value
+        except Exception as exc:  # stale elements while Dash re-renders
+            last_exc = exc
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what} ({last_exc!r})")

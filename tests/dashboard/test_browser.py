@@ -21,39 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # dash_support (importlib mode)
+from dash_support import chrome_driver as _driver  # noqa: E402
+from dash_support import wait as _wait  # noqa: E402
 from dash_support import window_row  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CALL = "call-live-001"
-
-
-def _driver(tmp_path: Path) -> Any:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip("Debian chromium + chromium-driver not installed (make system-deps)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1500,1000",
-        f"--user-data-dir={tmp_path / 'chrome-profile'}",
-    ):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver), options=opts)
 
 
 class CallWriter(threading.Thread):
@@ -121,20 +95,6 @@ class CallWriter(threading.Thread):
                     summary={},
                 )
             )
-
-
-def _wait(cond: Any, timeout: float = 15.0, what: str = "") -> Any:
-    end = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < end:
-        try:
-            value = cond()
-            if value:
-                return value
-        except Exception as exc:  # stale elements while Dash re-renders
-            last_exc = exc
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what} ({last_exc!r})")
 
 
 def test_live_view_alert_ack_and_history(dashboard_factory, tmp_path: Path) -> None:

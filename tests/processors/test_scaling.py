@@ -221,3 +221,73 @@ def test_two_workers_share_calls_and_survive_a_sigkill(
     # the windows topic shows the replay (at-least-once); the database holds each window once
     per_call = {cid: sum(e["call_id"] == cid for e in window_events) for cid in call_ids}
     assert all(per_call[c] >= len(stored[c]) for c in call_ids), per_call
+
+
+def test_calls_move_to_a_worker_that_joins_mid_stream(
+    calls_audio: dict[str, Any], tmp_path: Path
+) -> None:
+    """Scale-up: a second worker joins while calls are in flight on the first; half of the
+    partitions (and their calls' state) move to it and every call still ends exactly right."""
+    database_url = f"sqlite:///{tmp_path / 'join.db'}"
+    with EmbeddedBroker(kind="tansu", data_dir=tmp_path / "broker") as broker:
+        settings = Settings(topic_partitions=PARTITIONS, broker_kind="tansu")
+        ensure_topics(broker.bootstrap, settings)
+        env = base_env(
+            broker.bootstrap,
+            database_url,
+            tmp_path / "data",
+            CALLSENSE_BROKER_KIND="tansu",
+            CALLSENSE_TOPIC_PARTITIONS=str(PARTITIONS),
+            CALLSENSE_STATE_CHECKPOINT_MS="500",
+        )
+        workers = {
+            name: Worker(
+                {**env, "CALLSENSE_DATA_DIR": str(tmp_path / f"data-{name}")},
+                tmp_path / f"worker-{name}.log",
+            )
+            for name in ("a", "b")
+        }
+        ingests: list[subprocess.Popen] = []
+        call_ids = call_ids_one_per_partition("join")
+        audio_of = {cid: "ab"[i % 2] for i, cid in enumerate(call_ids)}
+        try:
+            workers["a"].start()
+            wait_for(lambda: "Worker ready" in workers["a"].log(), 120, "worker a", workers["a"])
+            for cid in call_ids:
+                ingests.append(_ingest(env, calls_audio[audio_of[cid]][0], cid))
+
+            def count(cid: str) -> int:
+                q = "SELECT count(*) FROM emotion_windows WHERE call_id = :c"
+                return int(db_scalar(database_url, q, c=cid) or 0)
+
+            wait_for(lambda: all(count(c) >= 2 for c in call_ids), 180, "first windows")
+            workers["b"].start()
+
+            def split() -> dict[str, set[int]] | None:
+                got = {n: audio_partitions(w.log()) for n, w in workers.items()}
+                return got if all(got.values()) else None  # type: ignore[return-value]
+
+            owned = wait_for(split, 120, "the partitions split over both workers", workers["b"])
+            moved = [c for c in call_ids if partition_of(c) in owned["b"]]
+            at_join = {c: count(c) for c in moved}
+            for proc in ingests:
+                _out, err = proc.communicate(timeout=180)
+                assert proc.returncode == 0, err
+            done = "SELECT count(*) FROM call_summaries WHERE call_id IN ({})".format(
+                ", ".join(f"'{c}'" for c in call_ids)
+            )
+            wait_for(lambda: db_scalar(database_url, done) == len(call_ids), 240, "calls ended")
+            stored = {cid: db_windows(database_url, cid) for cid in call_ids}
+        finally:
+            for proc in ingests:
+                if proc.poll() is None:
+                    proc.kill()
+            for w in workers.values():
+                w.stop()
+
+    assert moved, owned
+    print(f"partitions after the join: {owned}; windows of moved calls at join: {at_join}")
+    for cid in call_ids:
+        expected = calls_audio[audio_of[cid]][1]
+        assert _key(stored[cid]) == _key(expected), cid
+    assert any(at_join[c] < len(stored[c]) for c in moved), "a moved call must still be running"
