@@ -1,0 +1,274 @@
+"""``callsense demo``: broker, migrated database, worker, dashboard, and the sample calls looping.
+
+Everything runs on 127.0.0.1 as child processes of this command (each in its own session, so
+shutdown order is ours): the embedded broker, ``callsense worker`` and ``callsense dashboard``.
+The sample calls in ``ingest/samples/`` stream concurrently in real time, round after round,
+each round with fresh call ids. Ctrl-C or SIGTERM stops the calls, then the worker (it commits
+what it finished), the dashboard and finally the broker; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "ingest" / "samples"
+
+
+def sample_calls(samples_dir: Path = SAMPLES_DIR) -> list[dict[str, Any]]:
+    """The shipped sample calls (``calls.json``: file, call id, metadata, agent channel)."""
+    index = samples_dir / "calls.json"
+    if not index.exists():
+        raise click.ClickException(f"no sample calls found ({index} is missing)")
+    calls = json.loads(index.read_text())
+    for c in calls:
+        c["path"] = samples_dir / c["file"]
+        if not c["path"].exists():
+            raise click.ClickException(f"sample call file {c['path']} is missing")
+    return calls
+
+
+class Child:
+    """A child process in its own session, with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        with open(log, "ab") as fh:
+            self.proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def _windows_per_speaker(url: str, call_ids: list[str]) -> dict[str, set[str]]:
+    import sqlalchemy as sa
+
+    from callsense.storage.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = sa.text(
+                "SELECT call_id, speaker FROM emotion_windows WHERE call_id IN :ids "
+                "GROUP BY call_id, speaker"
+            ).bindparams(sa.bindparam("ids", expanding=True))
+            rows = conn.execute(query, {"ids": call_ids}).all()
+    finally:
+        engine.dispose()
+    out: dict[str, set[str]] = {}
+    for cid, spk in rows:
+        out.setdefault(cid, set()).add(spk)
+    return out
+
+
+async def _loop_calls(
+    settings: Any,
+    calls: list[dict[str, Any]],
+    speed: float | None,
+    stop: asyncio.Event,
+    started: list[str],
+) -> None:
+    """Stream every sample call concurrently, round after round, until ``stop`` is set."""
+    from callsense.ingest.producer import CallMeta, load_call_audio, make_producer, stream_call
+
+    loaded = [(c, *load_call_audio(c["path"])) for c in calls]
+    producer = await make_producer(settings.kafka_bootstrap)
+    rnd = 0
+    try:
+        while not stop.is_set():
+            rnd += 1
+            tasks = []
+            for c, audio, sr in loaded:
+                meta = CallMeta(
+                    f"{c['call_id']}-r{rnd}-{uuid.uuid4().hex[:4]}",
+                    int(c.get("agent_channel", 0)),
+                    c.get("agent_id"),
+                    c.get("customer_id"),
+                    c.get("queue"),
+                )
+                started.append(meta.call_id)
+                tasks.append(asyncio.create_task(stream_call(
+                    producer, audio, sr, meta, chunk_ms=settings.chunk_ms, speed=speed,
+                    source=c["file"])))  # fmt: skip
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            while not stop.is_set() and not all(t.done() for t in tasks):
+                await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            waiter.cancel()
+    finally:
+        await producer.stop()
+
+
+@click.command("demo")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--speed", default="1", show_default=True, help="Sample-call pace (1 = real time).")
+@click.option("--port", type=int, default=None, help="Dashboard port (default DASHBOARD_PORT).")
+@click.option("--broker-port", type=int, default=None, help="Broker port (default: a free one).")
+@click.option(
+    "--kind",
+    type=click.Choice(["noida", "tansu"]),
+    default=None,
+    help="Embedded broker (default BROKER_KIND).",
+)
+@click.option("--no-dashboard", is_flag=True, help="Do not start the dashboard.")
+def demo_cmd(
+    duration: float | None,
+    speed: str,
+    port: int | None,
+    broker_port: int | None,
+    kind: str | None,
+    no_dashboard: bool,
+) -> None:
+    """Start broker, worker and dashboard, loop the sample calls, print the URL; Ctrl-C stops."""
+    from callsense.broker import EmbeddedBroker, free_port
+    from callsense.ingest.producer import parse_speed
+    from callsense.processors.events import ensure_topics
+    from callsense.settings import get_settings
+    from callsense.storage.db import upgrade
+
+    t0 = time.monotonic()
+    base = get_settings()
+    kind = kind or base.broker_kind
+    pace = parse_speed(speed)
+    calls = sample_calls()
+    data_dir = base.data_dir.resolve()
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(kind=kind, port=broker_port or free_port(), data_dir=data_dir / kind)
+    settings = base.model_copy(
+        update={"kafka_bootstrap": broker.bootstrap, "broker_kind": kind, "data_dir": data_dir}
+    )
+    url = settings.effective_database_url
+    env = dict(os.environ)
+    env.update(
+        CALLSENSE_KAFKA_BOOTSTRAP=broker.bootstrap,
+        CALLSENSE_BROKER_KIND=kind,
+        CALLSENSE_DATA_DIR=str(data_dir),
+        CALLSENSE_DATABASE_URL=url,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    children: list[Child] = []
+    stop = asyncio.Event()
+    loop = asyncio.new_event_loop()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        click.echo(f"\nsignal {signum}: shutting down ...", err=True)
+        loop.call_soon_threadsafe(stop.set)
+
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    started: list[str] = []
+    try:
+        broker.start()
+        click.echo(f"broker     {kind} on {broker.bootstrap} (pid {broker.pid})")
+        upgrade(url)
+        ensure_topics(broker.bootstrap, settings)
+        py = [sys.executable, "-m", "callsense.cli"]
+        children.append(Child("worker", py + ["worker"], env, logs / "worker.log"))
+        click.echo(f"worker     pid {children[-1].pid}, log {logs / 'worker.log'}")
+        dash_url = None
+        if no_dashboard:
+            click.echo("dashboard  not started (--no-dashboard)")
+        elif importlib.util.find_spec("callsense.dashboard.cli") is None:
+            click.echo("dashboard  not available in this build (no callsense.dashboard.cli)")
+        else:
+            dport = port or settings.dashboard_port
+            argv = py + ["dashboard", "--host", "127.0.0.1", "--port", str(dport), "--no-migrate"]
+            children.append(Child("dashboard", argv, env, logs / "dashboard.log"))
+            dash_url = f"http://127.0.0.1:{dport}/"
+            click.echo(f"dashboard  pid {children[-1].pid}, log {logs / 'dashboard.log'}")
+        click.echo(f"database   {url}")
+        click.echo(f"calls      {len(calls)} sample calls looping at speed {speed}")
+        if dash_url:
+            click.echo(f"\n  Dashboard: {dash_url}\n")
+        click.echo("Ctrl-C to stop.")
+        sys.stdout.flush()
+        loop.run_until_complete(
+            _supervise(settings, calls, pace, stop, started, children, duration, t0, url)
+        )
+    finally:
+        for child in reversed(children):
+            child.stop()
+        broker.stop()
+        loop.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+        click.echo(f"stopped after {time.monotonic() - t0:.1f} s; {len(started)} calls streamed")
+
+
+async def _supervise(
+    settings: Any,
+    calls: list[dict[str, Any]],
+    pace: float | None,
+    stop: asyncio.Event,
+    started: list[str],
+    children: list[Child],
+    duration: float | None,
+    t0: float,
+    url: str,
+) -> None:
+    feeder = asyncio.create_task(_loop_calls(settings, calls, pace, stop, started))
+    reported: set[str] = set()
+    loop = asyncio.get_running_loop()
+    try:
+        while not stop.is_set():
+            await asyncio.wait([feeder], timeout=1.0)
+            if feeder.done():
+                feeder.result()  # raise what stopped it
+                return
+            for child in children:
+                if not child.alive():
+                    raise click.ClickException(
+                        f"{child.name} exited (code {child.proc.returncode}); see {child.log}"
+                    )
+            pending = [c for c in started if c not in reported]
+            if pending:
+                seen = await loop.run_in_executor(None, _windows_per_speaker, url, pending)
+                for cid, speakers in seen.items():
+                    if len(speakers) >= 2 and cid not in reported:
+                        reported.add(cid)
+                        click.echo(
+                            f"{time.monotonic() - t0:6.1f} s  {cid}: windows for "
+                            f"{', '.join(sorted(speakers))}"
+                        )
+            if duration is not None and time.monotonic() - t0 >= duration:
+                stop.set()
+    finally:
+        stop.set()
+        await asyncio.gather(feeder, return_exceptions=True)
