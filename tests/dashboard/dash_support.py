@@ -166,3 +166,36 @@ def wait(cond: Any, timeout: float = 15.0, what: str = "") -> Any:
             last_exc = exc
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what} ({last_exc!r})")
+
+
+class HookReceiver:
+    """A real local HTTP endpoint that verifies Standard Webhooks signatures and records
+    ``(webhook-id, body)`` of every request."""
+
+    def __init__(self, secret: str) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from callsense.processors.webhooks import verify
+
+        self.got: list[tuple[str, dict]] = []
+        got = self.got
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                got.append((verify(secret, dict(self.headers), body), json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

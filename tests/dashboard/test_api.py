@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # dash_support (importlib mode)
-from dash_support import API_TOKEN, PASSWORD  # noqa: E402
+from dash_support import API_TOKEN, PASSWORD, HookReceiver  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 LEAKS = ("traceback", "sqlalchemy", "psycopg", "sqlite", "select ", "syntax", 'file "')
@@ -241,41 +241,23 @@ def test_loopback_needs_no_sign_in_and_beyond_needs_a_secret(dashboard_factory) 
 
 def test_acknowledgement_is_delivered_as_a_signed_webhook(dashboard_factory) -> None:
     import base64
-    import json
-    import threading
     import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from callsense.processors.webhooks import verify
 
     secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
-    got: list[tuple[str, dict]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers["content-length"]))
-            got.append((verify(secret, dict(self.headers), body), json.loads(body)))
-            self.send_response(200)
-            self.end_headers()
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    recv = HookReceiver(secret)
     try:
-        hook = f"http://127.0.0.1:{srv.server_address[1]}/hook#type=acknowledged"
-        served = dashboard_factory(webhook_url=hook, webhook_secret=secret)
+        served = dashboard_factory(webhook_url=recv.url + "#type=acknowledged",
+                                   webhook_secret=secret)  # fmt: skip
         r = httpx.post(served.url + "/api/alerts/al_test1/ack", json={"by": "sam"}, headers=AUTH)
         assert r.status_code == 200 and r.json()["acknowledged"]
         deadline = time.monotonic() + 10
-        while not got and time.monotonic() < deadline:
+        while not recv.got and time.monotonic() < deadline:
             time.sleep(0.05)
         httpx.post(served.url + "/api/alerts/al_test1/ack", json={"by": "kim"}, headers=AUTH)
         time.sleep(0.3)
     finally:
-        srv.shutdown()
-    assert len(got) == 1  # the second acknowledgement changed nothing and sent nothing
-    msg_id, body = got[0]
+        recv.close()
+    assert len(recv.got) == 1  # the second acknowledgement changed nothing and sent nothing
+    msg_id, body = recv.got[0]
     assert msg_id.startswith("msg_") and body["type"] == "alert.acknowledged"
     assert body["data"]["id"] == "al_test1" and body["data"]["acknowledged_by"] == "sam"

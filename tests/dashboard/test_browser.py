@@ -11,6 +11,7 @@ Set CALLSENSE_UPDATE_SCREENSHOTS=1 to refresh docs/img/dashboard-{live,call}.png
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import statistics
@@ -22,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # dash_support (importlib mode)
+from dash_support import HookReceiver, window_row  # noqa: E402
 from dash_support import chrome_driver as _driver  # noqa: E402
 from dash_support import wait as _wait  # noqa: E402
-from dash_support import window_row  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CALL = "call-live-001"
@@ -103,7 +104,9 @@ def test_live_view_alert_ack_and_history(dashboard_factory, tmp_path: Path) -> N
 
     from callsense.storage.models import Alert
 
-    served = dashboard_factory(seed_data=False)
+    secret = "whsec_" + base64.b64encode(b"b" * 32).decode()
+    recv = HookReceiver(secret)
+    served = dashboard_factory(seed_data=False, webhook_url=recv.url, webhook_secret=secret)
     driver = _driver(tmp_path)
     writer = CallWriter(served.sf)
     try:
@@ -167,6 +170,16 @@ def test_live_view_alert_ack_and_history(dashboard_factory, tmp_path: Path) -> N
         assert len(alerts) == 1  # one open alert per call and rule, however long the anger
         assert alerts[0].acknowledged_by == "supervisor" and alerts[0].acknowledged_at
 
+        # the acknowledgement went out as a signed webhook, visible in the delivery log page
+        _wait(lambda: recv.got, what="acknowledgement webhook")
+        assert recv.got[0][1]["type"] == "alert.acknowledged"
+        assert recv.got[0][1]["data"]["acknowledged_by"] == "supervisor"
+        driver.find_element(By.LINK_TEXT, "Webhooks").click()
+        _wait(lambda: recv.got[0][0] in driver.find_element(By.ID, "wh-table").text,
+              what="delivery in the webhook log page")  # fmt: skip
+        driver.find_element(By.LINK_TEXT, "Live").click()
+        _wait(lambda: driver.find_element(By.CSS_SELECTOR, card), what="live view again")
+
         # the call page: per-speaker trajectories, uncertain markers, the alert marker
         driver.find_element(By.LINK_TEXT, CALL).click()
         _wait(
@@ -205,6 +218,7 @@ def test_live_view_alert_ack_and_history(dashboard_factory, tmp_path: Path) -> N
     finally:
         writer.stop.set()
         driver.quit()
+        recv.close()
     if os.environ.get("CALLSENSE_UPDATE_SCREENSHOTS") == "1":
         out = REPO_ROOT / "docs" / "img"
         out.mkdir(parents=True, exist_ok=True)
