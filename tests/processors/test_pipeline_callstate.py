@@ -1,0 +1,156 @@
+"""The per-call state machine without Kafka: event validation, dead-letter reasons, and recovery
+from a stored state (what a restarted worker does) giving exactly the uninterrupted windows."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # streaming_support (importlib mode)
+from callsense.processors.callstate import CallProcessor, Incoming  # noqa: E402
+from callsense.processors.events import (  # noqa: E402
+    AudioChunk,
+    BadEvent,
+    CallEnd,
+    CallStart,
+    decode_pcm16,
+    encode_pcm16,
+    parse_audio_event,
+)
+from callsense.processors.inference import BatchClassifier  # noqa: E402
+from streaming_support import build_call  # noqa: E402
+
+from callsense.settings import Settings  # noqa: E402
+
+
+def test_pcm16_round_trip_and_corruption() -> None:
+    x = np.array([[0.0, 0.5, -1.0], [1.0, -0.25, 0.1]], np.float32)
+    y = decode_pcm16(encode_pcm16(x), 2)
+    assert y.shape == (2, 3) and np.max(np.abs(x - y)) < 1 / 32767
+    with pytest.raises(BadEvent, match="not valid base64"):
+        decode_pcm16("@@@", 2)
+    with pytest.raises(BadEvent, match="whole number"):
+        decode_pcm16(base64.b64encode(b"\x00\x01\x02").decode(), 2)
+    with pytest.raises(BadEvent, match="empty pcm"):
+        decode_pcm16("", 1)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "expected an object"),
+        (b'{"kind": "chunk"}', "call_id"),
+        (b'{"kind": "wat", "call_id": "c"}', "unknown event kind"),
+        (b'{"kind": "chunk", "call_id": "c", "seq": 0, "start_sample": 0, "sample_rate": 16000,'
+         b' "channels": 3, "pcm": "AAAA"}', "channels"),
+        (b'{"kind": "chunk", "call_id": "c", "seq": "0", "start_sample": 0, "sample_rate": 16000,'
+         b' "channels": 1, "pcm": "AAAA"}', "wrong type"),
+        (b'{"kind": "call_start", "call_id": "c", "sample_rate": 50, "channels": 1}',
+         "out of range"),
+    ],
+)  # fmt: skip
+def test_parse_rejects_bad_events(value: bytes, reason: str) -> None:
+    with pytest.raises(BadEvent, match=reason):
+        parse_audio_event(value)
+
+
+def test_key_must_match_call_id() -> None:
+    ev = CallEnd("c1", 0, 0).to_json()
+    assert parse_audio_event(ev, b"c1").call_id == "c1"
+    with pytest.raises(BadEvent, match="differs from call_id"):
+        parse_audio_event(ev, b"c2")
+
+
+@pytest.fixture(scope="module")
+def classifier() -> BatchClassifier:
+    c = BatchClassifier(Settings())
+    yield c
+    c.close()
+
+
+def _messages(path: Path, call_id: str) -> list[Incoming]:
+    import soundfile as sf
+    from callsense.processors.stages import chunk_audio
+
+    audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    audio = audio.T
+    out = [CallStart(call_id, sr, 2, 0, ts=1.0).to_json()]
+    out += [AudioChunk.from_array(call_id, s, st, sr, c).to_json()
+            for s, st, c in chunk_audio(audio, sr, 250)]  # fmt: skip
+    out.append(CallEnd(call_id, -1, audio.shape[1]).to_json())
+    return [Incoming(v, call_id.encode(), "callsense.audio", 0, i) for i, v in enumerate(out)]
+
+
+def _windows(outputs: list[dict]) -> list[tuple]:
+    return sorted(
+        (o["speaker"], o["start_ms"], o["end_ms"], o["label"], o["smoothed_label"],
+         round(o["confidence"], 5))
+        for o in outputs if o["kind"] == "window"
+    )  # fmt: skip
+
+
+def test_restart_from_stored_state_replays_to_identical_windows(
+    shared_data: Path, tmp_path: Path, classifier: BatchClassifier
+) -> None:
+    path = build_call(shared_data, tmp_path / "c.wav", left=("ravdess_05", "neutral", ""),
+                      right=("ravdess_06", "angry", "strong"), clips=2)  # fmt: skip
+    msgs = _messages(path, "c1")
+    settings = Settings()
+
+    # uninterrupted run, batches of 7 messages
+    p = CallProcessor(settings, classifier)
+    states: dict = {}
+    straight: list[dict] = []
+    for i in range(0, len(msgs), 7):
+        res = p.process(msgs[i : i + 7], dict(states))
+        states.update(res.states)
+        straight += res.outputs
+    assert straight[0]["kind"] == "call_started" and straight[-1]["kind"] == "call_ended"
+    assert not any(o["kind"] == "call_ended" for o in straight[:-1])
+
+    # crash after message 20 with the state checkpointed at message 14: a fresh processor
+    # (empty cache) restores from the stored state and replays messages 14.. (some twice)
+    p1 = CallProcessor(settings, classifier)
+    first = p1.process(msgs[:14], {})
+    saved = json.loads(json.dumps(first.states))  # what the table changelog holds
+    lost = p1.process(msgs[14:20], dict(first.states))  # processed, never checkpointed
+    p2 = CallProcessor(settings, classifier)
+    replay = p2.process(msgs[14:20], dict(saved))
+    rest = p2.process(msgs[20:], dict(replay.states))
+    again = p2.process(msgs[10:16], dict(rest.states))  # stale redelivery after the end
+    assert again.stats["duplicates"] == 6 and not again.outputs and not again.deadletters
+    recovered = first.outputs + replay.outputs + rest.outputs
+    assert _windows(recovered) == _windows(straight)
+    assert _windows(replay.outputs) == _windows(lost.outputs)
+
+
+def test_dead_letters_and_other_calls(classifier: BatchClassifier) -> None:
+    p = CallProcessor(Settings(), classifier)
+    tone = (0.1 * np.random.default_rng(0).standard_normal((1, 4000))).astype(np.float32)
+    good = AudioChunk.from_array("a", 0, 0, 16000, tone)
+    msgs = [
+        CallStart("a", 16000, 1).to_json(),
+        good.to_json(),
+        AudioChunk.from_array("a", 1, 4000, 8000, tone).to_json(),  # rate change
+        AudioChunk.from_array("ghost", 0, 0, 16000, tone).to_json(),  # unknown call
+        AudioChunk.from_array("a", 0, 0, 16000, tone).to_json(),  # replay of seq 0
+        CallEnd("a", 1, 8000).to_json(),
+        AudioChunk.from_array("a", 5, 20000, 16000, tone).to_json(),  # after the end
+        CallStart("a", 16000, 1, ts=123.0).to_json(),  # reuse of an ended call id
+    ]
+    res = p.process([Incoming(m, None, "t", 0, i) for i, m in enumerate(msgs)], {})
+    reasons = [d["reason"] for d in res.deadletters]
+    assert len(reasons) == 4, reasons
+    assert "sample rate changed mid-call" in reasons[0]
+    assert "unknown call 'ghost'" in reasons[1]
+    assert "after call_end" in reasons[2]
+    assert "already in use" in reasons[3]
+    assert res.stats["duplicates"] == 1 and res.stats["calls_ended"] == 1
+    assert [d["offset"] for d in res.deadletters] == [2, 3, 6, 7]
+    assert json.loads(res.deadletters[1]["original"])["call_id"] == "ghost"
