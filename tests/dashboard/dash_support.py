@@ -199,3 +199,18 @@ class HookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def acknowledge_on_card(driver: Any, card: str, user: str = "supervisor") -> None:
+    """Click the card's Acknowledge button (again if a re-render swallowed the click) until the
+    card says who acknowledged."""
+    from selenium.webdriver.common.by import By
+
+    def click() -> bool:
+        btns = driver.find_elements(By.CSS_SELECTOR, f"{card} .ack-btn")
+        if btns:
+            btns[0].click()
+        time.sleep(0.3)
+        return f"acknowledged by {user}" in driver.find_element(By.CSS_SELECTOR, card).text
+
+    wait(click, timeout=20, what="acknowledgement shown")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # dash_support (importlib mode)
-from dash_support import HookReceiver, window_row  # noqa: E402
+from dash_support import HookReceiver, acknowledge_on_card, window_row  # noqa: E402
 from dash_support import chrome_driver as _driver  # noqa: E402
 from dash_support import wait as _wait  # noqa: E402
 
@@ -157,14 +157,7 @@ def test_live_view_alert_ack_and_history(dashboard_factory, tmp_path: Path) -> N
         time.sleep(1.2)  # let a few more windows arrive for the screenshot
         driver.save_screenshot(str(tmp_path / "dashboard-live.png"))
 
-        def click_ack() -> bool:
-            btns = driver.find_elements(By.CSS_SELECTOR, f"{card} .ack-btn")
-            if btns:
-                btns[0].click()
-            time.sleep(0.3)
-            return "acknowledged by supervisor" in driver.find_element(By.CSS_SELECTOR, card).text
-
-        _wait(click_ack, timeout=15, what="acknowledgement shown")
+        acknowledge_on_card(driver, card)
         with served.sf() as s:
             alerts = s.query(Alert).filter(Alert.call_id == CALL).all()
         assert len(alerts) == 1  # one open alert per call and rule, however long the anger
