@@ -1,0 +1,132 @@
+"""``callsense bench``: benchmarks that write JSON results.
+
+Add a benchmark with one function::
+
+    @benchmark("diarize")
+    def bench_diarize(repeats: int) -> dict: ...
+
+It becomes ``callsense bench diarize`` and is part of ``callsense bench all``; each writes
+``<out>/<name>.json`` and prints the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+BENCHMARKS: dict[str, Callable[[int], dict[str, Any]]] = {}
+
+
+@click.group("bench")
+def bench_group() -> None:
+    """Benchmarks (results written as JSON)."""
+
+
+def _write(name: str, result: dict[str, Any], out: Path) -> None:
+    result = {
+        "benchmark": name,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **result,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    click.echo(json.dumps(result, indent=2))
+
+
+def benchmark(name: str) -> Callable[[Callable[[int], dict[str, Any]]], Callable]:
+    """Register ``fn(repeats) -> dict`` as ``callsense bench NAME`` and in ``bench all``."""
+
+    def deco(fn: Callable[[int], dict[str, Any]]) -> Callable:
+        BENCHMARKS[name] = fn
+
+        @bench_group.command(name, help=(fn.__doc__ or name).strip().splitlines()[0])
+        @click.option(
+            "--out",
+            default=Path("bench-results"),
+            type=click.Path(path_type=Path),
+            show_default=True,
+        )
+        @click.option("--repeats", default=7, show_default=True)
+        def _cmd(out: Path, repeats: int) -> None:
+            _write(name, fn(repeats), out)
+
+        return fn
+
+    return deco
+
+
+@bench_group.command("all")
+@click.option(
+    "--out", default=Path("bench-results"), type=click.Path(path_type=Path), show_default=True
+)
+@click.option("--repeats", default=7, show_default=True)
+def bench_all(out: Path, repeats: int) -> None:
+    """Run every registered benchmark."""
+    for name, fn in BENCHMARKS.items():
+        _write(name, fn(repeats), out)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
+
+
+@benchmark("model")
+def bench_model(repeats: int) -> dict[str, Any]:
+    """Emotion model: ms per 3 s window, batch 1/16, 1/2 threads, fp32/int8, peak RSS."""
+    import numpy as np
+    import torch
+
+    from callsense.models.inference import EmotionModel
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for int8 in (False, True):
+        model = EmotionModel.load(None, int8=int8, threads=1)
+        n = model.window_samples
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for batch in (1, 16):
+                x = (0.1 * rng.standard_normal((batch, n))).astype(np.float32)
+                stats = median_ms(lambda x=x, m=model: m.predict(x, 16000), repeats)
+                rows.append(
+                    {
+                        "precision": "int8" if int8 else "fp32",
+                        "threads": threads,
+                        "batch": batch,
+                        "ms_per_window": round(stats["median_ms"] / batch, 2),
+                        "batch_median_ms": round(stats["median_ms"], 2),
+                        "batch_min_ms": round(stats["min_ms"], 2),
+                    }
+                )
+        torch.set_num_threads(1)
+    return {
+        "window_s": model.window_s,
+        "encoder": model.config["encoder"],
+        "ensemble_heads": len(model.heads),
+        "repeats": repeats,
+        "statistic": "median over repeats, divided by batch size",
+        "results": rows,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "target": "≤ 60 ms per window at batch 1 on one thread",
+    }

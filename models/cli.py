@@ -1,0 +1,241 @@
+"""``callsense train``, ``callsense evaluate`` and ``callsense manifest``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+LABEL_HELP = "Label set: callcenter4 (angry/happy/neutral/sad, calm→neutral), ravdess8, or a,b,c."
+
+
+def _csv_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@click.command("manifest")
+@click.argument("corpus", type=click.Choice(["ravdess", "cremad", "tess", "savee", "emodb"]))
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def manifest_cmd(corpus: str, directory: Path, out: Path) -> None:
+    """Write a manifest CSV (path,speaker,emotion,corpus) for a downloaded CORPUS in DIRECTORY."""
+    from callsense.models.data import build_manifest
+
+    try:
+        n = build_manifest(corpus, directory, out)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {n} rows to {out}")
+
+
+@click.command("train")
+@click.option("--manifest", "manifest", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--labels", "label_set", default="callcenter4", show_default=True, help=LABEL_HELP)
+@click.option("--folds", default=6, show_default=True, help="Speaker-disjoint folds (≥ 2).")
+@click.option(
+    "--encoder",
+    default="whisper-base",
+    show_default=True,
+    help="whisper-base, or hf:<name or local path> (offline).",
+)
+@click.option("--layers", default="1,2,3,4", show_default=True, help="Encoder layers to mix.")
+@click.option(
+    "--variants",
+    default="clean,tel,aug1,aug2",
+    show_default=True,
+    help="Training augmentation variants (clean, tel, aug<k>).",
+)
+@click.option("--epochs", default=40, show_default=True)
+@click.option("--seeds", default=1, show_default=True, help="Heads per fold (ensembled).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--window-s", default=3.0, show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    default=Path("var/train"),
+    type=click.Path(path_type=Path),
+    show_default=True,
+    help="Results: cv.json, curves.png, confusion PNGs.",
+)
+@click.option(
+    "--save-model",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the ensemble of fold heads as a model directory.",
+)
+@click.option(
+    "--cache",
+    default=Path("var/features"),
+    type=click.Path(path_type=Path),
+    show_default=True,
+    help="Encoder hidden-state cache.",
+)
+def train_cmd(
+    manifest: Path,
+    label_set: str,
+    folds: int,
+    encoder: str,
+    layers: str,
+    variants: str,
+    epochs: int,
+    seeds: int,
+    seed: int,
+    window_s: float,
+    out_dir: Path,
+    save_model: Path | None,
+    cache: Path,
+) -> None:
+    """Speaker-independent K-fold training: per-fold and mean±std metrics, curves, model."""
+    import torch
+    from callsense.models.audio import TARGET_LEVEL_DBFS
+    from callsense.models.data import read_manifest
+    from callsense.models.encoder import build_backbone, parse_encoder
+    from callsense.models.features import extract
+    from callsense.models.inference import save_artifact
+    from callsense.models.labels import get_label_set
+    from callsense.models.metrics import plot_confusion, write_json
+    from callsense.models.train import (
+        TrainConfig,
+        build_featureset,
+        cross_validate,
+        dump_results,
+        make_folds,
+        plot_curves,
+    )
+
+    torch.set_num_threads(1)
+    ls = get_label_set(label_set)
+    spec = parse_encoder(encoder, [int(v) for v in _csv_list(layers)])
+    backbone = build_backbone(spec).eval()
+    window = int(round(window_s * 16000))
+    items = read_manifest(manifest)
+    train_variants = _csv_list(variants)
+    all_variants = list(dict.fromkeys(["clean", "tel", *train_variants]))
+
+    def loader(its: list, v: str) -> tuple[np.ndarray, np.ndarray]:
+        return extract(its, backbone, v, window, TARGET_LEVEL_DBFS, cache)
+
+    fs, excluded = build_featureset(items, ls, loader, all_variants)
+    if excluded:
+        click.echo(f"labels outside {ls.name} (excluded): {json.dumps(excluded)}")
+    cfg = TrainConfig(epochs=epochs, seed=seed, train_variants=tuple(train_variants))
+    fold_list = make_folds(fs, folds, seed)
+    t0 = time.time()
+    res = cross_validate(fs, list(ls.labels), fold_list, cfg, seeds=seeds)
+    res.update(
+        {
+            "manifest": str(manifest),
+            "label_set": ls.to_dict(),
+            "excluded_labels": excluded,
+            "encoder": spec,
+            "seconds": round(time.time() - t0, 1),
+        }
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dump_results(res, out_dir / "cv.json")
+    plot_curves(res["histories"], out_dir / "curves.png", f"{ls.name}: {folds}-fold training")
+    for v, s in res["summary"].items():
+        plot_confusion(
+            np.array(s["pooled"]["confusion"]),
+            list(ls.labels),
+            out_dir / f"confusion_{v}.png",
+            f"{ls.name} {v}: pooled over {folds} test folds",
+        )
+        click.echo(
+            f"{v}: UA {100 * s['ua_mean']:.1f} ± {100 * s['ua_std']:.1f}  "
+            f"macro-F1 {100 * s['macro_f1_mean']:.1f}  WA {100 * s['wa_mean']:.1f}  "
+            f"ECE {s['ece_mean']:.3f}"
+        )
+    for f in res["folds"]:
+        click.echo(
+            f"  fold {f['fold']} test {','.join(f['test_speakers'])}: "
+            + "  ".join(f"{v} {100 * f[v]['ua']:.1f}" for v in res["summary"])
+        )
+    if save_model:
+        heads = res["_heads"]
+        config = {
+            "encoder": {**spec, "layers": sorted(spec["layers"])},
+            "labels": list(ls.labels),
+            "label_set": ls.to_dict(),
+            "window_s": window_s,
+            "sample_rate": 16000,
+            "level_dbfs": TARGET_LEVEL_DBFS,
+            "temperature": res["temperature"],
+            "head": heads[0].hparams,
+            "ensemble": len(heads),
+            "training": {
+                "manifest": manifest.name,
+                "folds": folds,
+                "config": cfg.to_dict(),
+                "cv_summary": {
+                    v: {k: s[k] for k in ("ua_mean", "ua_std", "macro_f1_mean")}
+                    for v, s in res["summary"].items()
+                },
+            },
+        }
+        save_artifact(save_model, config, heads)
+        write_json({"summary": config["training"]["cv_summary"]}, save_model / "cv_summary.json")
+        click.echo(f"saved model ({len(heads)} heads) to {save_model}")
+
+
+@click.command("evaluate")
+@click.option("--manifest", "manifest", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--model",
+    "model_dir",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Model directory (default: the shipped model).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default=Path("var/evaluate"),
+    type=click.Path(path_type=Path),
+    show_default=True,
+)
+@click.option(
+    "--channel",
+    type=click.Choice(["clean", "telephone"]),
+    default="clean",
+    show_default=True,
+    help="Pass test audio through an 8 kHz mu-law channel first.",
+)
+@click.option("--int8", is_flag=True, help="Use the int8 encoder path.")
+@click.option("--speakers", default="", help="Only these speakers (comma separated).")
+def evaluate_cmd(
+    manifest: Path, model_dir: Path | None, out_dir: Path, channel: str, int8: bool, speakers: str
+) -> None:
+    """Evaluate a model on any manifest: UA, WA, macro-F1, per-class P/R/F1, confusion, ECE."""
+    import torch
+    from callsense.models.data import read_manifest
+    from callsense.models.evaluate import evaluate_items
+    from callsense.models.inference import EmotionModel
+    from callsense.models.metrics import plot_confusion, write_json
+
+    torch.set_num_threads(1)
+    model = EmotionModel.load(model_dir, int8=int8, threads=1)
+    items = read_manifest(manifest)
+    if speakers:
+        keep = set(_csv_list(speakers))
+        items = [it for it in items if it.speaker in keep]
+    metrics = evaluate_items(model, items, channel=channel)
+    metrics["manifest"] = str(manifest)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(metrics, out_dir / "metrics.json")
+    plot_confusion(
+        np.array(metrics["confusion"]),
+        model.labels,
+        out_dir / "confusion.png",
+        f"{manifest.name} ({channel})",
+    )
+    click.echo(
+        f"n={metrics['n']} UA {100 * metrics['ua']:.1f}  WA {100 * metrics['wa']:.1f}  "
+        f"macro-F1 {100 * metrics['macro_f1']:.1f}  ECE {metrics['ece']:.3f}"
+    )
+    if metrics["excluded"]:
+        click.echo(f"excluded (label outside the model's set): {json.dumps(metrics['excluded'])}")
+    click.echo(f"wrote {out_dir / 'metrics.json'}")

@@ -1,0 +1,275 @@
+"""Manifest-driven datasets, corpus readers and speaker-independent splits.
+
+A manifest is a CSV with at least ``path,speaker,emotion`` (optional ``corpus`` and any extra
+columns); ``path`` is relative to the CSV's folder. Readers turn the file naming of the standard
+corpora into such a manifest, so ``callsense manifest CORPUS DIR --out CSV`` is all a user needs
+after downloading one.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from callsense.models.labels import LabelSet, canonical
+
+AUDIO_EXT = {".wav", ".flac", ".mp3", ".ogg"}
+
+
+@dataclass
+class Item:
+    path: Path  # absolute
+    speaker: str
+    emotion: str  # canonical corpus label
+    corpus: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def read_manifest(csv_path: str | Path) -> list[Item]:
+    csv_path = Path(csv_path)
+    root = csv_path.resolve().parent
+    items: list[Item] = []
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"path", "speaker", "emotion"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{csv_path}: manifest lacks column(s) {sorted(missing)}")
+        for row in reader:
+            extra = {k: v for k, v in row.items() if k not in {"path", "speaker", "emotion"}}
+            items.append(
+                Item(
+                    path=root / row["path"],
+                    speaker=row["speaker"],
+                    emotion=canonical(row["emotion"]),
+                    corpus=row.get("corpus") or "",
+                    extra=extra,
+                )
+            )
+    return items
+
+
+def write_manifest(rows: Iterable[dict[str, str]], out: str | Path, root: str | Path) -> int:
+    """Write rows with absolute ``path`` as a manifest whose paths are relative to ``out``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = list(rows)
+    cols = ["path", "speaker", "emotion", "corpus"]
+    extra = sorted({k for r in rows for k in r} - set(cols))
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols + extra)
+        w.writeheader()
+        for r in rows:
+            r = dict(r)
+            r["path"] = os.path.relpath(Path(r["path"]).resolve(), out.resolve().parent)
+            w.writerow(r)
+    return len(rows)
+
+
+# ------------------------------------------------------------------------------ corpus readers
+
+RAVDESS_EMO = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fear",
+    "07": "disgust",
+    "08": "surprise",
+}
+CREMAD_EMO = {
+    "ANG": "angry",
+    "DIS": "disgust",
+    "FEA": "fear",
+    "HAP": "happy",
+    "NEU": "neutral",
+    "SAD": "sad",
+}
+SAVEE_EMO = {
+    "a": "angry",
+    "d": "disgust",
+    "f": "fear",
+    "h": "happy",
+    "n": "neutral",
+    "sa": "sad",
+    "su": "surprise",
+}
+EMODB_EMO = {
+    "W": "angry",
+    "L": "boredom",
+    "E": "disgust",
+    "A": "fear",
+    "F": "happy",
+    "T": "sad",
+    "N": "neutral",
+}
+
+
+def _audio_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXT and p.is_file())
+
+
+def _row(path: Path, speaker: str, emotion: str, corpus: str) -> dict[str, str]:
+    return {"path": str(path), "speaker": speaker, "emotion": emotion, "corpus": corpus}
+
+
+def read_ravdess(root: Path) -> list[dict[str, str]]:
+    """``03-01-EE-II-SS-RR-AA.wav``: modality-channel-emotion-intensity-statement-rep-actor.
+    Speech only (channel 01); song files (channel 02) are skipped."""
+    rows = []
+    for p in _audio_files(root):
+        parts = p.stem.split("-")
+        if len(parts) != 7 or parts[1] != "01" or parts[2] not in RAVDESS_EMO:
+            continue
+        actor = int(parts[6])
+        rows.append(
+            {
+                "path": str(p),
+                "speaker": f"ravdess_{actor:02d}",
+                "emotion": RAVDESS_EMO[parts[2]],
+                "corpus": "ravdess",
+                "gender": "male" if actor % 2 else "female",
+                "intensity": "normal" if parts[3] == "01" else "strong",
+            }
+        )
+    return rows
+
+
+def read_cremad(root: Path) -> list[dict[str, str]]:
+    """``1001_DFA_ANG_XX.wav``: actor_sentence_emotion_level."""
+    rows = []
+    for p in _audio_files(root):
+        parts = p.stem.split("_")
+        if len(parts) != 4 or parts[2] not in CREMAD_EMO:
+            continue
+        rows.append(_row(p, f"cremad_{parts[0]}", CREMAD_EMO[parts[2]], "cremad"))
+    return rows
+
+
+def read_tess(root: Path) -> list[dict[str, str]]:
+    """``OAF_back_angry.wav`` / ``YAF_..._ps.wav``: speaker (OAF/YAF)_word_emotion."""
+    rows = []
+    for p in _audio_files(root):
+        parts = p.stem.split("_")
+        if len(parts) < 3:
+            continue
+        emo = canonical(parts[-1])
+        if emo not in {"angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"}:
+            continue
+        rows.append(_row(p, f"tess_{parts[0].upper()}", emo, "tess"))
+    return rows
+
+
+def read_savee(root: Path) -> list[dict[str, str]]:
+    """``DC_a01.wav`` (flat) or ``DC/a01.wav`` (per-speaker folders); speakers DC, JE, JK, KL."""
+    rows = []
+    for p in _audio_files(root):
+        m = re.fullmatch(r"(?:([A-Z]{2})_)?([a-z]{1,2})(\d{2})", p.stem)
+        if not m:
+            continue
+        speaker = m.group(1) or p.parent.name
+        if m.group(2) not in SAVEE_EMO:
+            continue
+        rows.append(_row(p, f"savee_{speaker}", SAVEE_EMO[m.group(2)], "savee"))
+    return rows
+
+
+def read_emodb(root: Path) -> list[dict[str, str]]:
+    """``03a01Fa.wav``: speaker(2) text(3) emotion(1, German initial) version(1)."""
+    rows = []
+    for p in _audio_files(root):
+        m = re.fullmatch(r"(\d{2})([a-z]\d{2})([WLEAFTN])([a-z])", p.stem)
+        if not m:
+            continue
+        rows.append(_row(p, f"emodb_{m.group(1)}", EMODB_EMO[m.group(3)], "emodb"))
+    return rows
+
+
+READERS: dict[str, Callable[[Path], list[dict[str, str]]]] = {
+    "ravdess": read_ravdess,
+    "cremad": read_cremad,
+    "tess": read_tess,
+    "savee": read_savee,
+    "emodb": read_emodb,
+}
+
+
+def build_manifest(corpus: str, root: str | Path, out: str | Path) -> int:
+    key = corpus.lower().replace("-", "").replace("_", "")
+    if key not in READERS:
+        raise ValueError(f"unknown corpus {corpus!r}; known: {', '.join(READERS)}")
+    rows = READERS[key](Path(root))
+    if not rows:
+        raise ValueError(f"no {corpus} audio files with the expected naming under {root}")
+    return write_manifest(rows, out, root)
+
+
+# ------------------------------------------------------------------------------ splits
+
+
+@dataclass(frozen=True)
+class Fold:
+    index: int
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+
+def speaker_folds(speakers: Iterable[str], k: int = 6, n_val: int = 2, seed: int = 0) -> list[Fold]:
+    """K folds disjoint by speaker; inside each, train/val/test speakers are disjoint.
+
+    Speakers are sorted (natural order, so RAVDESS actors 1-4 form fold 0 as in EmoBox) and cut
+    into ``k`` contiguous groups that serve as test sets. Validation speakers are ``n_val``
+    speakers drawn with ``seed`` from the remaining ones (balanced by gender when speaker ids
+    carry RAVDESS's odd/even convention); the rest train.
+    """
+    spk = sorted(set(speakers), key=_natural_key)
+    if k < 2 or len(spk) < k:
+        raise ValueError(f"need at least k={k} speakers for {k} folds, got {len(spk)}")
+    groups = [spk[round(i * len(spk) / k) : round((i + 1) * len(spk) / k)] for i in range(k)]
+    folds = []
+    for i, test in enumerate(groups):
+        rest = [s for s in spk if s not in test]
+        rng = random.Random(seed * 1000 + i)
+        val = _pick_val(rest, n_val, rng)
+        train = [s for s in rest if s not in val]
+        if not train:
+            raise ValueError("no training speakers left; lower n_val or k")
+        folds.append(Fold(i, tuple(train), tuple(sorted(val, key=_natural_key)), tuple(test)))
+    return folds
+
+
+def _pick_val(rest: list[str], n_val: int, rng: random.Random) -> list[str]:
+    nums = [_trailing_int(s) for s in rest]
+    if n_val >= 2 and all(n is not None for n in nums):
+        odd = [s for s, n in zip(rest, nums, strict=True) if n % 2]
+        even = [s for s, n in zip(rest, nums, strict=True) if not n % 2]
+        if odd and even:
+            half = n_val // 2
+            return rng.sample(odd, half) + rng.sample(even, n_val - half)
+    return rng.sample(rest, min(n_val, len(rest) - 1))
+
+
+def _trailing_int(s: str) -> int | None:
+    m = re.search(r"(\d+)$", s)
+    return int(m.group(1)) if m else None
+
+
+def _natural_key(s: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s))
+
+
+def filter_items(items: list[Item], label_set: LabelSet) -> tuple[list[Item], dict[str, int]]:
+    """Items whose label maps into the set, and counts of labels that do not (reported)."""
+    kept, excluded = [], {}
+    for it in items:
+        if label_set.map(it.emotion) is None:
+            excluded[it.emotion] = excluded.get(it.emotion, 0) + 1
+        else:
+            kept.append(it)
+    return kept, excluded

@@ -1,0 +1,181 @@
+"""The emotion model's inference API: ``EmotionModel.load(...).predict(windows, sample_rate)``.
+
+Artefact layout (a directory)::
+
+    model.json   encoder spec, label set, window length, level target, temperature, head
+                 hyper-parameters, training provenance
+    heads.pt     state dicts of one or more heads (an ensemble's logits are averaged)
+
+The encoder weights are not copied: they load from the registry package that ships them.
+Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from callsense.models.audio import (
+    MODEL_SR,
+    AudioError,
+    fit_window,
+    normalize_level,
+    prepare,
+    split_windows,
+)
+from callsense.models.confidence import softmax
+from callsense.models.encoder import Backbone, build_backbone
+from callsense.models.head import EmotionHead
+
+FORMAT_VERSION = 1
+
+
+def preprocess(audio_16k: np.ndarray, window: int, level_dbfs: float) -> tuple[np.ndarray, int]:
+    """16 kHz mono → level-normalised window of exactly ``window`` samples + valid length.
+    Training and inference both go through this function."""
+    x, n = fit_window(audio_16k, window)
+    x = x.copy()
+    x[:n] = normalize_level(x[:n], level_dbfs)
+    return x, n
+
+
+class EmotionModel:
+    """Speech-emotion classifier on fixed-length windows.
+
+    ``predict`` is thread-safe (one lock around the forward pass) and batched; windows longer
+    than the model's window are cut into windows with 50 % overlap whose probabilities are
+    averaged; shorter ones (≥ 0.5 s) are zero-padded and only their real frames are pooled.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        heads: list[EmotionHead],
+        config: dict[str, Any],
+        int8: bool = False,
+    ) -> None:
+        self.backbone = backbone.eval()
+        self.heads = [h.eval() for h in heads]
+        self.config = config
+        self.labels: list[str] = list(config["labels"])
+        self.sample_rate: int = MODEL_SR
+        self.window_s: float = float(config["window_s"])
+        self.temperature: float = float(config.get("temperature", 1.0))
+        self.level_dbfs: float = float(config["level_dbfs"])
+        self.int8 = int8
+        self._lock = threading.Lock()
+        if int8:
+            self.backbone = torch.ao.quantization.quantize_dynamic(
+                self.backbone, {torch.nn.Linear}, dtype=torch.qint8
+            )
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_s * MODEL_SR))
+
+    @classmethod
+    def load(
+        cls, model_dir: str | Path | None = None, int8: bool = False, threads: int = 1
+    ) -> EmotionModel:
+        if model_dir is None:
+            from callsense.settings import get_settings
+
+            model_dir = get_settings().model_dir
+        model_dir = Path(model_dir)
+        cfg_path = model_dir / "model.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"no model.json in {model_dir}")
+        config = json.loads(cfg_path.read_text())
+        if config.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{cfg_path}: unsupported model format {config.get('format')}")
+        if threads:
+            torch.set_num_threads(int(threads))
+        backbone = build_backbone(config["encoder"])
+        states = torch.load(model_dir / "heads.pt", map_location="cpu", weights_only=True)
+        heads = []
+        for sd in states:
+            head = EmotionHead(**config["head"])
+            head.load_state_dict(sd)
+            heads.append(head)
+        return cls(backbone, heads, config, int8=int8)
+
+    def save(self, model_dir: str | Path) -> None:
+        save_artifact(model_dir, self.config, self.heads)
+
+    # ------------------------------------------------------------------ inference
+
+    def _to_windows(
+        self, windows: np.ndarray | list[np.ndarray], sample_rate: int
+    ) -> tuple[list[np.ndarray], list[int], list[int]]:
+        if isinstance(windows, np.ndarray):
+            if windows.ndim == 1:
+                raise AudioError("windows must be (B, T) or a list of 1-D arrays; got 1-D")
+            if windows.ndim != 2:
+                raise AudioError(f"windows must be (B, T); got shape {windows.shape}")
+            items = list(windows)
+        elif isinstance(windows, list | tuple):
+            items = list(windows)
+        else:
+            raise AudioError(f"windows must be an array or a list of arrays, not {type(windows)}")
+        if not items:
+            raise AudioError("no windows given")
+        n = self.window_samples
+        xs, lens, owner = [], [], []
+        for i, w in enumerate(items):
+            try:
+                audio = prepare(np.asarray(w), sample_rate)
+            except AudioError as exc:
+                raise AudioError(f"window {i}: {exc}") from None
+            for part in split_windows(audio, n, n // 2):
+                x, valid = preprocess(part, n, self.level_dbfs)
+                xs.append(x)
+                lens.append(valid)
+                owner.append(i)
+        return xs, lens, owner
+
+    def logits(self, audio: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Raw (uncalibrated) ensemble logits for preprocessed windows (B, N) at 16 kHz."""
+        with self._lock, torch.inference_mode():
+            states, mask = self.backbone(
+                torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
+                torch.as_tensor(lengths, dtype=torch.long),
+            )
+            out = torch.stack([h(states, mask) for h in self.heads]).mean(0)
+        return out.numpy().astype(np.float64)
+
+    def predict(
+        self, windows: np.ndarray | list[np.ndarray], sample_rate: int, batch_size: int = 16
+    ) -> np.ndarray:
+        """Calibrated class probabilities (B, C) for B windows; rows sum to 1."""
+        xs, lens, owner = self._to_windows(windows, sample_rate)
+        logits = []
+        for s in range(0, len(xs), batch_size):
+            logits.append(
+                self.logits(np.stack(xs[s : s + batch_size]), np.array(lens[s : s + batch_size]))
+            )
+        probs = softmax(np.concatenate(logits), self.temperature)
+        owner_arr = np.asarray(owner)
+        n_items = owner_arr.max() + 1
+        out = np.zeros((n_items, len(self.labels)))
+        np.add.at(out, owner_arr, probs)
+        out /= np.bincount(owner_arr, minlength=n_items)[:, None]
+        return out
+
+    def predict_file(self, path: str | Path) -> np.ndarray:
+        """Probabilities (C,) for a whole file (mixed to mono; long files are windowed)."""
+        from callsense.models.audio import load_audio
+
+        audio, sr = load_audio(path)
+        return self.predict([audio], sr)[0]
+
+
+def save_artifact(model_dir: str | Path, config: dict[str, Any], heads: list[EmotionHead]) -> None:
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    config = dict(config, format=FORMAT_VERSION)
+    torch.save([h.state_dict() for h in heads], model_dir / "heads.pt")
+    (model_dir / "model.json").write_text(json.dumps(config, indent=2) + "\n")

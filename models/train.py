@@ -1,0 +1,274 @@
+"""Training and speaker-independent cross-validation of the emotion head.
+
+The encoder is frozen; its hidden states come from the on-disk cache
+(:mod:`callsense.models.features`), one array per augmentation variant. Each epoch draws one
+variant per training clip at random, so augmentation costs no extra encoder time. Early stopping
+watches validation UA (validation speakers are disjoint from training and test speakers),
+temperature scaling is fitted on the validation logits.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from callsense.models.confidence import fit_temperature, softmax
+from callsense.models.data import Fold, Item, filter_items, speaker_folds
+from callsense.models.head import EmotionHead
+from callsense.models.labels import LabelSet
+from callsense.models.metrics import evaluate_predictions, unweighted_accuracy
+from tqdm import tqdm
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    patience: int = 10
+    batch: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    proj: int = 256
+    dropout: float = 0.3
+    frame_drop: float = 0.15  # fraction of frames hidden from pooling during training
+    label_smoothing: float = 0.05
+    seed: int = 0
+    train_variants: tuple[str, ...] = ("clean", "tel", "aug1", "aug2")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["train_variants"] = list(self.train_variants)
+        return d
+
+
+@dataclass
+class FeatureSet:
+    """Cached states for N clips, several variants, plus integer labels."""
+
+    states: dict[str, np.ndarray]  # variant -> (N, L, T, D) float16
+    masks: dict[str, np.ndarray]  # variant -> (N, T) bool
+    y: np.ndarray
+    speakers: np.ndarray
+    items: list[Item] = field(default_factory=list)
+
+    def batch(
+        self, idx: np.ndarray, variants: list[str] | str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(variants, str):
+            variants = [variants] * len(idx)
+        st = np.stack([self.states[v][i] for i, v in zip(idx, variants, strict=True)])
+        mk = np.stack([self.masks[v][i] for i, v in zip(idx, variants, strict=True)])
+        return torch.from_numpy(st.astype(np.float32)).permute(1, 0, 2, 3), torch.from_numpy(mk)
+
+
+def _logits(head: EmotionHead, fs: FeatureSet, idx: np.ndarray, variant: str) -> np.ndarray:
+    head.eval()
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(idx), 64):
+            st, mk = fs.batch(idx[s : s + 64], variant)
+            out.append(head(st, mk).numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def train_head(
+    fs: FeatureSet,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    n_classes: int,
+    cfg: TrainConfig,
+    desc: str = "train",
+) -> tuple[EmotionHead, float, list[dict[str, float]]]:
+    """Train one head; returns (best head, fitted temperature, per-epoch history)."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    any_states = next(iter(fs.states.values()))
+    head = EmotionHead(any_states.shape[1], any_states.shape[3], n_classes, cfg.proj, cfg.dropout)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    counts = np.bincount(fs.y[train_idx], minlength=n_classes).astype(float)
+    weights = torch.tensor(counts.sum() / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
+    variants = [v for v in cfg.train_variants if v in fs.states]
+    best_ua, best_loss, best_state, bad = -1.0, float("inf"), None, 0
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False)
+    for epoch in bar:
+        head.train()
+        order = rng.permutation(train_idx)
+        total, n = 0.0, 0
+        for s in range(0, len(order), cfg.batch):
+            idx = order[s : s + cfg.batch]
+            vs = [variants[k] for k in rng.integers(0, len(variants), len(idx))]
+            st, mk = fs.batch(idx, vs)
+            if cfg.frame_drop > 0:
+                keep = torch.rand(mk.shape) > cfg.frame_drop
+                dropped = mk & keep
+                mk = torch.where(dropped.any(1, keepdim=True), dropped, mk)
+            y = torch.from_numpy(fs.y[idx])
+            loss = F.cross_entropy(
+                head(st, mk), y, weight=weights, label_smoothing=cfg.label_smoothing
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+            n += len(idx)
+        sched.step()
+        val_logits = _logits(head, fs, val_idx, "clean")
+        yv = fs.y[val_idx]
+        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(yv)))
+        val_ua = unweighted_accuracy(yv, val_logits.argmax(1), n_classes)
+        history.append(
+            {"epoch": epoch + 1, "train_loss": total / n, "val_loss": val_loss, "val_ua": val_ua}
+        )
+        bar.set_postfix(val_ua=f"{val_ua:.3f}")
+        if val_ua > best_ua + 1e-9 or (abs(val_ua - best_ua) < 1e-9 and val_loss < best_loss):
+            best_ua, best_loss, best_state, bad = (
+                val_ua,
+                val_loss,
+                copy.deepcopy(head.state_dict()),
+                0,
+            )
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    assert best_state is not None
+    head.load_state_dict(best_state)
+    temperature = fit_temperature(_logits(head, fs, val_idx, "clean"), fs.y[val_idx])
+    return head.eval(), temperature, history
+
+
+def fold_indices(fs: FeatureSet, fold: Fold) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def pick(group: tuple[str, ...]) -> np.ndarray:
+        return np.flatnonzero(np.isin(fs.speakers, list(group)))
+
+    return pick(fold.train), pick(fold.val), pick(fold.test)
+
+
+def cross_validate(
+    fs: FeatureSet,
+    labels: list[str],
+    folds: list[Fold],
+    cfg: TrainConfig,
+    test_variants: tuple[str, ...] = ("clean", "tel"),
+    seeds: int = 1,
+) -> dict[str, Any]:
+    """Per-fold metrics (each test variant) and mean ± std; heads kept for an ensemble."""
+    results: dict[str, Any] = {"folds": [], "config": cfg.to_dict(), "labels": labels}
+    all_probs: dict[str, list[np.ndarray]] = {v: [] for v in test_variants}
+    all_y: list[np.ndarray] = []
+    heads, temps, histories = [], [], []
+    for fold in folds:
+        tr, va, te = fold_indices(fs, fold)
+        t0 = time.time()
+        fold_heads, fold_temps = [], []
+        for s in range(seeds):
+            c = copy.copy(cfg)
+            c.seed = cfg.seed + 100 * s + fold.index
+            head, temp, hist = train_head(fs, tr, va, len(labels), c, f"fold {fold.index} s{s}")
+            fold_heads.append(head)
+            fold_temps.append(temp)
+            histories.append({"fold": fold.index, "seed": s, "history": hist})
+        entry: dict[str, Any] = {
+            "fold": fold.index,
+            "test_speakers": list(fold.test),
+            "val_speakers": list(fold.val),
+            "n_train": int(len(tr)),
+            "seconds": round(time.time() - t0, 1),
+        }
+        val_logits = np.mean([_logits(h, fs, va, "clean") for h in fold_heads], axis=0)
+        temp = fit_temperature(val_logits, fs.y[va])
+        for v in test_variants:
+            if v not in fs.states:
+                continue
+            logits = np.mean([_logits(h, fs, te, v) for h in fold_heads], axis=0)
+            probs = softmax(logits, temp)
+            entry[v] = evaluate_predictions(probs, fs.y[te], labels)
+            all_probs[v].append(probs)
+        all_y.append(fs.y[te])
+        results["folds"].append(entry)
+        heads.extend(fold_heads)
+        temps.append(temp)
+        msg = " ".join(f"{v} UA {entry[v]['ua']:.3f}" for v in test_variants if v in entry)
+        tqdm.write(f"fold {fold.index}: {msg} ({entry['seconds']} s)")
+    summary = {}
+    for v in test_variants:
+        if not all_probs[v]:
+            continue
+        uas = [f[v]["ua"] for f in results["folds"]]
+        f1s = [f[v]["macro_f1"] for f in results["folds"]]
+        pooled = evaluate_predictions(np.concatenate(all_probs[v]), np.concatenate(all_y), labels)
+        summary[v] = {
+            "ua_mean": float(np.mean(uas)),
+            "ua_std": float(np.std(uas)),
+            "macro_f1_mean": float(np.mean(f1s)),
+            "wa_mean": float(np.mean([f[v]["wa"] for f in results["folds"]])),
+            "ece_mean": float(np.mean([f[v]["ece"] for f in results["folds"]])),
+            "pooled": pooled,
+        }
+    results["summary"] = summary
+    results["histories"] = histories
+    results["_heads"] = heads
+    results["temperature"] = float(np.mean(temps))
+    return results
+
+
+def build_featureset(
+    items: list[Item], label_set: LabelSet, loader: Any, variants: list[str]
+) -> tuple[FeatureSet, dict[str, int]]:
+    """Filter items to the label set and load cached states for each variant.
+
+    ``loader(items, variant)`` → (states, mask) for the full item list; rows are then selected.
+    """
+    kept, excluded = filter_items(items, label_set)
+    keep_paths = {it.path for it in kept}
+    rows = np.array([i for i, it in enumerate(items) if it.path in keep_paths])
+    states, masks = {}, {}
+    for v in variants:
+        st, mk = loader(items, v)
+        states[v] = np.asarray(st[rows]) if len(rows) != len(items) else np.asarray(st)
+        masks[v] = mk[rows]
+    y = np.array([label_set.index(it.emotion) for it in kept], dtype=np.int64)
+    speakers = np.array([it.speaker for it in kept])
+    return FeatureSet(states, masks, y, speakers, kept), excluded
+
+
+def make_folds(fs: FeatureSet, k: int, seed: int) -> list[Fold]:
+    return speaker_folds(fs.speakers.tolist(), k=k, n_val=2, seed=seed)
+
+
+def plot_curves(histories: list[dict], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for h in histories:
+        ep = [r["epoch"] for r in h["history"]]
+        lab = f"fold {h['fold']}" + (f" s{h['seed']}" if h.get("seed") else "")
+        axes[0].plot(ep, [r["train_loss"] for r in h["history"]], alpha=0.6, label=lab)
+        axes[0].plot(ep, [r["val_loss"] for r in h["history"]], "--", alpha=0.6)
+        axes[1].plot(ep, [r["val_ua"] for r in h["history"]], alpha=0.7, label=lab)
+    axes[0].set_title("loss (solid train, dashed validation)")
+    axes[1].set_title("validation UA")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def dump_results(results: dict[str, Any], out: Path) -> None:
+    clean = {k: v for k, v in results.items() if not k.startswith("_")}
+    out.write_text(json.dumps(clean, indent=2) + "\n")
