@@ -139,3 +139,43 @@ def test_health_probe_unreachable_and_tcp(http_server: str) -> None:
     assert _probe(f"tcp://127.0.0.1:{port}").returncode == 0
     assert _probe("ftp://example").returncode == 1
     assert _probe("").returncode == 1
+
+
+def test_regular_install_carries_model_migrations_and_samples(tmp_path: Path) -> None:
+    """The image does ``pip install .`` (not editable): the wheel must carry the shipped
+    emotion model, the Alembic migrations and the sample calls, or the container cannot run
+    offline. Built from a copy of the sources so the working tree stays untouched."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for pkg in ("callsense", "ingest", "processors", "dashboard", "models"):
+        shutil.copytree(REPO / pkg, src / pkg, ignore=ignore)
+    res = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "--no-cache-dir", "-w", str(tmp_path / "dist"), str(src)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("callsense-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+
+    def expect(top: str, sub: str, prefix: str, pattern: str = "*") -> list[str]:
+        files = [p for p in (REPO / top / sub).rglob(pattern) if p.is_file()]
+        files = [p for p in files if "__pycache__" not in p.parts]
+        assert files, f"nothing under {top}/{sub}"
+        return [f"{prefix}/{sub}/{p.relative_to(REPO / top / sub).as_posix()}" for p in files]
+
+    wanted = (
+        expect("models", "artifacts", "callsense/models")
+        + expect("callsense", "storage/migrations", "callsense", "*.py")
+        + expect("callsense", "storage/migrations", "callsense", "*.mako")
+        + expect("ingest", "samples", "callsense/ingest", "*.flac")
+    )
+    missing = sorted(set(wanted) - names)
+    assert not missing, missing
+    assert "callsense/models/artifacts/default/model.json" in names
