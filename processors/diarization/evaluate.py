@@ -1,0 +1,167 @@
+"""RTTM input/output and diarization error rate with ``pyannote.metrics``.
+
+Scoring used everywhere in callsense: **no forgiveness collar (0 s) and overlapped speech
+scored** (``skip_overlap=False``), the strict setting of the published AMI figures.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+COLLAR = 0.0
+SKIP_OVERLAP = False
+SCORING = "collar 0.0 s, overlapped speech scored"
+
+
+def write_rttm(turns: Iterable[tuple[str, float, float]], uri: str, path: Path | None) -> str:
+    """RTTM text for ``(speaker, start, end)`` turns; written to ``path`` when given."""
+    lines = [
+        f"SPEAKER {uri} 1 {start:.3f} {end - start:.3f} <NA> <NA> {spk} <NA> <NA>"
+        for spk, start, end in sorted(turns, key=lambda t: (t[1], t[0]))
+        if end > start
+    ]
+    text = "\n".join(lines) + ("\n" if lines else "")
+    if path is not None:
+        Path(path).write_text(text)
+    return text
+
+
+def read_rttm(path: Path) -> dict[str, list[tuple[str, float, float]]]:
+    """``{uri: [(speaker, start, end), ...]}`` from an RTTM file."""
+    out: dict[str, list[tuple[str, float, float]]] = {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts or parts[0] != "SPEAKER":
+            continue
+        if len(parts) < 8:
+            raise ValueError(f"{path}:{n}: malformed RTTM line")
+        start, dur = float(parts[3]), float(parts[4])
+        out.setdefault(parts[1], []).append((parts[7], start, start + dur))
+    return out
+
+
+def to_annotation(turns: Iterable[tuple[str, float, float]], uri: str) -> Any:
+    from pyannote.core import Annotation, Segment
+
+    ann = Annotation(uri=uri)
+    for i, (spk, start, end) in enumerate(turns):
+        if end > start:
+            ann[Segment(start, end), i] = spk
+    return ann
+
+
+def der(
+    reference: Iterable[tuple[str, float, float]],
+    hypothesis: Iterable[tuple[str, float, float]],
+    duration: float,
+    uri: str = "call",
+) -> dict[str, float]:
+    """DER and its parts over [0, duration] (fractions of total reference speech)."""
+    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+    from pyannote.core import Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    metric = DiarizationErrorRate(collar=COLLAR, skip_overlap=SKIP_OVERLAP)
+    uem = Timeline([Segment(0.0, duration)], uri=uri)
+    parts = metric(
+        to_annotation(reference, uri), to_annotation(hypothesis, uri), uem=uem, detailed=True
+    )
+    total = parts["total"] or 1.0
+    return {
+        "der": float(parts["diarization error rate"]),
+        "false_alarm": parts["false alarm"] / total,
+        "missed": parts["missed detection"] / total,
+        "confusion": parts["confusion"] / total,
+        "reference_speech_s": float(parts["total"]),
+    }
+
+
+# -- evaluation on the shared AMI recordings ---------------------------------------------------
+EVAL_SET = {
+    # uri: (audio, reference RTTM), relative to ../shared/data
+    "dev00": (
+        "diarization/ami_pyannote/tests_data/dev00.wav",
+        "diarization/ami_pyannote/tests_data/debug.development.rttm",
+    ),
+    "dev01": (
+        "diarization/ami_pyannote/tests_data/dev01.wav",
+        "diarization/ami_pyannote/tests_data/debug.development.rttm",
+    ),
+    "sample": ("diarization/ami_pyannote/sample.wav", "diarization/ami_pyannote/sample.rttm"),
+}
+LATENCIES = ((1.0, 1.0), (2.5, 1.25), (5.0, 2.5))  # (latency_s, step_s)
+
+
+def evaluate_shared(data_dir: Path, latencies=LATENCIES) -> dict[str, Any]:  # noqa: ANN001
+    """DER per recording and mean for each latency (collar 0, overlap scored)."""
+    import numpy as np
+    import soundfile as sf
+    import torch
+    from tqdm import tqdm
+
+    from .models import load_models
+    from .streaming import DiarizerConfig, diarize_array
+
+    torch.set_num_threads(1)
+    models = load_models()
+    rows = []
+    for latency, step in latencies:
+        per: dict[str, dict[str, float]] = {}
+        for uri, (wav, rttm) in tqdm(EVAL_SET.items(), desc=f"latency {latency}s"):
+            audio = sf.read(str(data_dir / wav), dtype="float32")[0]
+            ref = read_rttm(data_dir / rttm)[uri]
+            config = DiarizerConfig(latency_s=latency, step_s=step)
+            diarizer, _ = diarize_array(models, audio, config)
+            scores = der(ref, diarizer.turns, len(audio) / 16000, uri)
+            scores["speakers"] = diarizer.num_speakers
+            per[uri] = {k: round(float(v), 4) for k, v in scores.items()}
+        mean = {
+            k: round(float(np.mean([p[k] for p in per.values()])), 4)
+            for k in ("der", "false_alarm", "missed", "confusion")
+        }
+        rows.append({"latency_s": latency, "step_s": step, "files": per, "mean": mean})
+    return {
+        "scoring": SCORING,
+        "metric": "pyannote.metrics DiarizationErrorRate(collar=0.0, skip_overlap=False)",
+        "config": {k: v for k, v in vars(DiarizerConfig()).items()},
+        "results": rows,
+    }
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    lines = [
+        "| latency (s) | step (s) | recording | DER % | false alarm % | missed % | confusion % |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in result["results"]:
+        items = list(row["files"].items()) + [("**mean**", row["mean"])]
+        for uri, s in items:
+            lines.append(
+                f"| {row['latency_s']} | {row['step_s']} | {uri} | {100 * s['der']:.1f} | "
+                f"{100 * s['false_alarm']:.1f} | {100 * s['missed']:.1f} | "
+                f"{100 * s['confusion']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:  # pragma: no cover - exercised by the documented command
+    import argparse
+    import json
+
+    from .bench import shared_data_dir
+
+    parser = argparse.ArgumentParser(description="DER of the streaming diarizer on shared AMI")
+    parser.add_argument("--data", type=Path, default=None, help="shared data dir")
+    parser.add_argument("--out", type=Path, default=Path("processors/results/diarization.json"))
+    args = parser.parse_args()
+    result = evaluate_shared(args.data or shared_data_dir())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown_table(result))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
