@@ -130,3 +130,10 @@ def bench_model(repeats: int) -> dict[str, Any]:
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "target": "≤ 60 ms per window at batch 1 on one thread",
     }
+
+
+# benchmarks defined next to their code register themselves on import
+from callsense.processors import stream_bench as _stream_bench  # noqa: E402,F401
+
+# streaming diarization benchmark (registers itself on import)
+from callsense.processors.diarization import bench as _diarize_bench  # noqa: E402,F401

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -111,6 +112,25 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
         help="Per-call pipeline state (see callstate.CallContext.to_state).",
     )
 
+    known_changelogs: set[str] = set()
+
+    async def producer_knows(table: Any) -> None:
+        """scaling: keep ``table``'s changelog topic in the producer's metadata.
+
+        A ``use_partitioner`` table picks its changelog partition from the producer's cached
+        metadata without waiting for it, and aiokafka's refreshes cover only the topics the
+        producer tracks (the start-up refresh of all topics is replaced by the first refresh
+        for a sent-to topic). A second worker of a group then lost the changelog topics'
+        partitions and failed table writes (TypeError in ``key_partition``). Tracking the
+        topic keeps it in every refresh.
+        """
+        name = table.changelog_topic.get_topic_name()
+        if name not in known_changelogs:
+            producer = app.producer._ensure_producer()
+            await producer.client.add_topic(name)
+            await producer.partitions_for(name)
+            known_changelogs.add(name)
+
     classifier = classifier or BatchClassifier(settings)
     processor = CallProcessor(settings, classifier)
     writer = Writer(settings.effective_database_url)
@@ -119,6 +139,7 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
 
     held: list[Any] = []  # audio events processed but not yet covered by a checkpoint
     dirty: dict[str, dict[str, Any]] = {}  # call id -> newest state not yet checkpointed
+    partition_of: dict[str, int] = {}  # call id -> its partition (= its changelog partition)
     ckpt_lock = asyncio.Lock()
     last_ckpt = [time.monotonic()]
 
@@ -134,6 +155,7 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
     async def checkpoint() -> None:
         """Write dirty call states, wait for the broker's acks, then release held offsets."""
         async with ckpt_lock:
+            await producer_knows(call_state)
             last_ckpt[0] = time.monotonic()
             states, events = dict(dirty), list(held)
             dirty.clear()
@@ -141,7 +163,8 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
             futs = []
             for cid, state in states.items():
                 key = cid.encode()
-                futs.append(call_state.send_changelog(None, key, state))
+                # explicit partition: the producer may not have the changelog's metadata yet
+                futs.append(call_state.send_changelog(partition_of.get(cid), key, state))
                 call_state.data[key] = state
             if futs:
                 await asyncio.gather(*futs)
@@ -153,33 +176,37 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
     async def process_audio(stream: Any) -> None:
         within = max(settings.inference_max_wait_ms, 1) / 1000.0
         async for events in stream.take_events(settings.stream_batch_events, within=within):
-            batch = [
-                Incoming(
-                    e.message.value,
-                    e.message.key,
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                )
-                for e in events
-            ]
-            states: dict[str, Any] = {}
-            for m in batch:
-                if m.key:
-                    cid = m.key.decode("utf-8", "replace")
-                    states[cid] = dirty.get(cid) or call_state.get(m.key)
-            res = await classifier.run(processor.process, batch, states)
-            await send_all(windows_topic, res.outputs)
-            await send_all(deadletter_topic, res.deadletters)
             for e in events:  # hold the offsets until the state covering them is durable
                 e.message.incref()
-                held.append(e)
-            dirty.update(res.states)
-            ended = any(o.get("kind") == "call_ended" for o in res.outputs)
-            if ended or time.monotonic() - last_ckpt[0] >= settings.state_checkpoint_ms / 1e3:
-                await checkpoint()
-            if res.stats:
-                log.info("audio batch: %s", dict(res.stats))
+            try:
+                await _process_batch(list(events))
+            except Exception:  # never let the batch be acked: crash, restart, replay
+                _fatal("audio batch failed")
+
+    async def _process_batch(events: list[Any]) -> None:
+        batch = [
+            Incoming(
+                e.message.value, e.message.key, e.message.topic, e.message.partition,
+                e.message.offset,
+            )
+            for e in events
+        ]  # fmt: skip
+        states: dict[str, Any] = {}
+        for m in batch:
+            if m.key:
+                cid = m.key.decode("utf-8", "replace")
+                states[cid] = dirty.get(cid) or call_state.get(m.key)
+                partition_of[cid] = int(m.partition or 0)
+        res = await classifier.run(processor.process, batch, states)
+        await send_all(windows_topic, res.outputs)
+        await send_all(deadletter_topic, res.deadletters)
+        held.extend(events)
+        dirty.update(res.states)
+        ended = any(o.get("kind") == "call_ended" for o in res.outputs)
+        if ended or time.monotonic() - last_ckpt[0] >= settings.state_checkpoint_ms / 1e3:
+            await checkpoint()
+        if res.stats:
+            log.info("audio batch: %s", dict(res.stats))
 
     @app.timer(max(settings.state_checkpoint_ms, 100) / 1000.0)
     async def checkpoint_idle() -> None:
@@ -193,28 +220,38 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
     async def persist_windows(stream: Any) -> None:
         loop = asyncio.get_running_loop()
         async for events in stream.take_events(500, within=0.2):
-            good: list[dict[str, Any]] = []
-            bad: list[dict[str, Any]] = []
+            for e in events:  # acked below, only once the batch is stored
+                e.message.incref()
+            try:
+                await _persist_batch(loop, list(events))
+            except Exception:
+                _fatal("persisting windows failed")
             for e in events:
-                try:
-                    ev = json.loads(e.message.value)
-                    if not isinstance(ev, dict) or not ev.get("call_id"):
-                        raise ValueError("not an event object with a call_id")
-                    good.append(ev)
-                except ValueError as exc:
-                    bad.append(
-                        deadletter_event(
-                            "persist",
-                            f"unreadable windows event: {exc}",
-                            e.message.value,
-                            topic=e.message.topic,
-                            partition=e.message.partition,
-                            offset=e.message.offset,
-                        )
+                e.ack()
+
+    async def _persist_batch(loop: asyncio.AbstractEventLoop, events: list[Any]) -> None:
+        good: list[dict[str, Any]] = []
+        bad: list[dict[str, Any]] = []
+        for e in events:
+            try:
+                ev = json.loads(e.message.value)
+                if not isinstance(ev, dict) or not ev.get("call_id"):
+                    raise ValueError("not an event object with a call_id")
+                good.append(ev)
+            except ValueError as exc:
+                bad.append(
+                    deadletter_event(
+                        "persist",
+                        f"unreadable windows event: {exc}",
+                        e.message.value,
+                        topic=e.message.topic,
+                        partition=e.message.partition,
+                        offset=e.message.offset,
                     )
-            summaries = await _write_with_retry(loop, db_executor, writer, good, bad)
-            await send_all(summaries_topic, summaries)
-            await send_all(deadletter_topic, bad)
+                )
+        summaries = await _write_with_retry(loop, db_executor, writer, good, bad)
+        await send_all(summaries_topic, summaries)
+        await send_all(deadletter_topic, bad)
 
     # ---- agent 3: windows → alert rules → database + callsense.alerts --------------------
     from callsense.processors.alerts import ALERTS_TOPIC, AlertEngine, AlertEvent, parse_rules
@@ -258,6 +295,7 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
                     alert_executor, alert_store.apply, out))  # fmt: skip
                 await send_all(alerts_topic, [{**a.to_json(), "call_id": a.alert["call_id"]}
                                               for a in out])  # fmt: skip
+            await producer_knows(alert_state)
             alert_state[e.message.key] = json.dumps(state).encode()
 
     # ---- agent 4: callsense.alerts → signed webhooks (retries + delivery log) ------------
@@ -313,31 +351,43 @@ async def _write_with_retry(
     delay = 0.5
     while True:
         try:
-            res = await loop.run_in_executor(executor, writer.write, events)
-            return res.summaries
-        except OperationalError as exc:
+            try:
+                res = await loop.run_in_executor(executor, writer.write, events)
+                return res.summaries
+            except OperationalError:
+                raise
+            except Exception:  # a bad event: write one by one, dead-letter the ones that fail
+                log.exception("batch write failed; retrying event by event")
+                summaries: list[dict[str, Any]] = []
+                failed: list[dict[str, Any]] = []
+                for ev in events:
+                    try:
+                        res = await loop.run_in_executor(executor, writer.write, [ev])
+                        summaries.extend(res.summaries)
+                    except OperationalError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - reported in the dead letter
+                        failed.append(
+                            deadletter_event(
+                                "persist",
+                                f"database write failed: {type(exc).__name__}: {exc}",
+                                json.dumps(ev, default=str),
+                                call_id=ev.get("call_id"),
+                            )
+                        )
+                bad.extend(failed)
+                return summaries
+        except OperationalError as exc:  # database down: wait, then write the batch again
             log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
-        except Exception:  # a bad event: write one by one, dead-letter the ones that fail
-            log.exception("batch write failed; retrying event by event")
-            summaries: list[dict[str, Any]] = []
-            for ev in events:
-                try:
-                    res = await loop.run_in_executor(executor, writer.write, [ev])
-                    summaries.extend(res.summaries)
-                except OperationalError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - reported in the dead letter
-                    bad.append(
-                        deadletter_event(
-                            "persist",
-                            f"database write failed: {type(exc).__name__}: {exc}",
-                            json.dumps(ev, default=str),
-                            call_id=ev.get("call_id"),
-                        )
-                    )
-            return summaries
+
+
+def _fatal(what: str) -> None:
+    """Log and exit at once: the unacked events are replayed by the restarted worker."""
+    log.exception("%s; exiting so that nothing unprocessed is committed", what)
+    logging.shutdown()
+    os._exit(70)
 
 
 @click.command("worker")
