@@ -1,12 +1,13 @@
 """Does noise reduction help the emotion model? Measured on RAVDESS, clean and noisy.
 
     python -m callsense.processors.denoise_eval [--data ../shared/data] [--snr 10]
-        [--actors 1,2,...] [--out processors/results]
+        [--folds 0,3] [--out processors/results]
 
-A fixed set of RAVDESS utterances (every clip of the chosen actors whose emotion maps onto the
-model's classes; by default the actors the shipped model held out, when its artefact records
-them) goes through the real stage code (:class:`~callsense.processors.stages.SpeakerPipeline`:
-VAD, windows, with ``noise_reduction`` off and on) and the shipped model, in two conditions:
+A fixed set of RAVDESS utterances (every clip of the chosen cross-validation folds' test actors
+whose emotion maps onto the model's classes) goes through the real stage code
+(:class:`~callsense.processors.stages.SpeakerPipeline`: VAD, windows, with ``noise_reduction``
+off and on) and the shipped model's heads that never saw those actors (see
+:func:`fold_models`), in two conditions:
 
 * clean: the recording as is (silence trimmed, 0.5 s of silence on both sides);
 * noisy: the same plus additive noise at ``--snr`` dB relative to the speech (white or pink,
@@ -98,40 +99,88 @@ def scores(y: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, Any]:
     }
 
 
-def evaluate(
-    model: Any, clips: list[tuple[np.ndarray, int, str]], cfg: StageConfig
+def evaluate_sets(
+    sets: list[tuple[Any, list[tuple[np.ndarray, int, str]]]], cfg: StageConfig
 ) -> dict[str, Any]:
+    """Pool the clip predictions of every (model, clips) set; score them together."""
     from tqdm import tqdm
 
-    n_classes = len(model.labels)
-    y = np.array([c[1] for c in clips])
-    pred = np.full(len(clips), -1)
-    windowless = 0
-    n_windows = 0
+    labels = list(sets[0][0].labels)
+    ys, preds = [], []
+    windowless = n_windows = 0
     t0 = time.perf_counter()
-    for i, (x, _label, _src) in enumerate(tqdm(clips, desc=f"nr={cfg.noise_reduction}")):
-        wins = clip_windows(x, cfg)
-        if not wins:
-            windowless += 1
-            continue
-        n_windows += len(wins)
-        probs = model.predict(wins, sample_rate=SR)
-        pred[i] = int(np.argmax(probs.mean(axis=0)))
-    out = scores(y, pred, n_classes)
-    out["recall"] = dict(zip(model.labels, out["recall"], strict=True))
-    out.update(clips=len(clips), windows=n_windows, windowless_clips=windowless,
+    for model, clips in sets:
+        for x, label, _src in tqdm(clips, desc=f"nr={cfg.noise_reduction}"):
+            wins = clip_windows(x, cfg)
+            ys.append(label)
+            if not wins:
+                windowless += 1
+                preds.append(-1)
+                continue
+            n_windows += len(wins)
+            probs = model.predict(wins, sample_rate=SR)
+            preds.append(int(np.argmax(probs.mean(axis=0))))
+    out = scores(np.array(ys), np.array(preds), len(labels))
+    out["recall"] = dict(zip(labels, out["recall"], strict=True))
+    out["correct"] = [int(p == y) for p, y in zip(preds, ys, strict=True)]
+    out.update(clips=len(ys), windows=n_windows, windowless_clips=windowless,
                seconds=round(time.perf_counter() - t0, 1))  # fmt: skip
     return out
 
 
-def default_actors(model: Any) -> list[int]:
-    """Actors the model did not train on, if its artefact says; else a fixed set of four."""
-    prov = model.config.get("provenance") or model.config.get("training") or {}
-    for key in ("heldout_speakers", "test_speakers", "heldout_actors"):
-        ids = prov.get(key) if isinstance(prov, dict) else None
-        if ids:
-            return sorted(int(str(s).rsplit("_", 1)[-1]) for s in ids)
-    return [3, 8, 15, 20]
+def paired(off: list[int], on: list[int]) -> dict[str, Any]:
+    """Clips only one setting gets right, and the exact McNemar (sign test) two-sided p."""
+    from math import comb
+
+    b = sum(1 for x, y in zip(off, on, strict=True) if x and not y)  # right only with NR off
+    c = sum(1 for x, y in zip(off, on, strict=True) if y and not x)  # right only with NR on
+    n = b + c
+    p = min(1.0, 2 * sum(comb(n, k) for k in range(min(b, c) + 1)) / 2**n) if n else 1.0
+    return {"right_only_off": b, "right_only_on": c, "mcnemar_p": p}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def hash_seed(src: str) -> int:
+    """A stable per-clip seed (odd → pink noise, even → white)."""
+    import zlib
+
+    return zlib.crc32(src.encode())
+
+
+def fold_models(model: Any, folds: list[int]) -> list[tuple[Any, list[int]]]:
+    """Speaker-independent views of the shipped ensemble: for each requested fold, the heads
+    trained without that fold's test actors, with those actors.
+
+    The shipped artefact is the ensemble of a 6-fold actor-disjoint cross-validation: heads are
+    stored fold by fold, and fold ``i`` tests RAVDESS actors ``4i+1 .. 4i+4`` (contiguous groups
+    of the sorted actors, ``callsense.models.data.speaker_folds``). Evaluating the whole ensemble
+    on any RAVDESS actor would test on training speakers.
+    """
+    import ast
+
+    from callsense.models.inference import EmotionModel
+
+    training = model.config.get("training") or {}
+    if isinstance(training, str):
+        training = ast.literal_eval(training)
+    n_folds = int(training.get("folds", 0) or 0)
+    if n_folds < 2 or len(model.heads) % n_folds:
+        raise click.ClickException(
+            f"cannot map the model's {len(model.heads)} heads onto {n_folds} folds"
+        )
+    per_fold = len(model.heads) // n_folds
+    actors = list(range(1, 25))
+    out = []
+    for i in folds:
+        test = actors[round(i * 24 / n_folds) : round((i + 1) * 24 / n_folds)]
+        heads = model.heads[i * per_fold : (i + 1) * per_fold]
+        out.append((EmotionModel(model.backbone, heads, model.config), test))
+    return out
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -163,11 +212,16 @@ def plot(result: dict[str, Any], path: Path) -> None:
 @click.command()
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path),
               default=Path("..") / "shared" / "data", show_default=True)  # fmt: skip
-@click.option("--actors", default=None, help="Comma-separated RAVDESS actor numbers.")
+@click.option(
+    "--folds",
+    default="0,3",
+    show_default=True,
+    help="Cross-validation folds to evaluate (fold i = actors 4i+1..4i+4).",
+)
 @click.option("--snr", "snr_db", type=float, default=10.0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=HERE / "results", show_default=True)  # fmt: skip
-def main(data: Path, actors: str | None, snr_db: float, out: Path) -> None:
+def main(data: Path, folds: str, snr_db: float, out: Path) -> None:
     """Emotion accuracy with noise reduction off/on, on clean and noisy RAVDESS speech."""
     import torch
     from callsense.models import EmotionModel
@@ -177,33 +231,51 @@ def main(data: Path, actors: str | None, snr_db: float, out: Path) -> None:
     torch.set_num_threads(1)
     settings = get_settings()
     model = EmotionModel.load(settings.model_dir, threads=1)
-    ids = [int(a) for a in actors.split(",")] if actors else default_actors(model)
-    clean = load_set(data, ids, list(model.labels))
-    if not clean:
-        raise click.ClickException(f"no RAVDESS clips for actors {ids} under {data}")
-    half = SR // 2
-    noisy = [
-        (add_noise_at_speech_snr(x, slice(half, len(x) - half), snr_db, seed=i), y, src)
-        for i, (x, y, src) in enumerate(clean)
-    ]
+    fold_ids = [int(f) for f in folds.split(",")]
+    views = fold_models(model, fold_ids)
     base = StageConfig.from_settings(settings)
+    sets = []  # (fold model, clean clips, noisy clips)
+    for m, ids in views:
+        clean = load_set(data, ids, list(model.labels))
+        if not clean:
+            raise click.ClickException(f"no RAVDESS clips for actors {ids} under {data}")
+        half = SR // 2
+        noisy = [
+            (add_noise_at_speech_snr(x, slice(half, len(x) - half), snr_db, seed=hash_seed(src)),
+             y, src)
+            for x, y, src in clean
+        ]  # fmt: skip
+        sets.append((m, clean, noisy))
     conditions = {}
-    for name, clips in (("clean", clean), ("noisy", noisy)):
+    for name in ("clean", "noisy"):
         for nr in (False, True):
             cfg = StageConfig(**{**base.__dict__, "noise_reduction": nr})
-            conditions[f"{name}_{'on' if nr else 'off'}"] = evaluate(model, clips, cfg)
+            conditions[f"{name}_{'on' if nr else 'off'}"] = evaluate_sets(
+                [(m, c if name == "clean" else n) for m, c, n in sets], cfg
+            )
+    tests = {
+        name: paired(conditions[f"{name}_off"]["correct"], conditions[f"{name}_on"]["correct"])
+        for name in ("clean", "noisy")
+    }
+    for c in conditions.values():
+        c.pop("correct")
     d_clean = conditions["clean_on"]["ua"] - conditions["clean_off"]["ua"]
     d_noisy = conditions["noisy_on"]["ua"] - conditions["noisy_off"]["ua"]
     keep = d_clean >= 0 and d_noisy >= 0
     result = {
         "protocol": __doc__.strip().splitlines()[0],
         "model_dir": settings.model_dir.name,
+        "model_heads_sha256": _sha256(settings.model_dir / "heads.pt")[:16],
         "labels": list(model.labels),
-        "actors": [f"ravdess_{a:02d}" for a in ids],
-        "clips": len(clean),
+        "folds": fold_ids,
+        "actors": [f"ravdess_{a:02d}" for _m, ids in views for a in ids],
+        "clips": sum(len(c) for _m, c, _n in sets),
+        "evaluation": "speaker-independent: each fold's clips are scored by the ensemble heads "
+        "trained without that fold's actors",
         "snr_db": snr_db,
         "stage_config": {k: v for k, v in base.__dict__.items() if k != "noise_reduction"},
         "conditions": conditions,
+        "paired": tests,
         "delta_ua_clean": d_clean,
         "delta_ua_noisy": d_noisy,
         "decision": (

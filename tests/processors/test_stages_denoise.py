@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from callsense.processors.denoise_eval import add_noise_at_speech_snr, scores
+from callsense.processors.denoise_eval import add_noise_at_speech_snr, paired, scores
 
 
 @pytest.mark.parametrize("seed", [0, 1], ids=["white", "pink"])
@@ -29,3 +29,13 @@ def test_scores_hand_computed() -> None:
     assert s["wa"] == pytest.approx(3 / 6)
     # F1: class 0 p=1/2 r=1/2 -> 0.5; class 1 p=2/3 r=2/3 -> 2/3; class 2 -> 0
     assert s["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 3)
+
+
+def test_paired_sign_test_hand_computed() -> None:
+    off = [1, 1, 1, 0, 0, 1]
+    on = [1, 0, 0, 0, 1, 1]
+    r = paired(off, on)
+    assert (r["right_only_off"], r["right_only_on"]) == (2, 1)
+    # n = 3 discordant clips, two-sided exact: 2 * P(X <= 1 | n=3, p=.5) = 2 * 4/8 -> 1.0
+    assert r["mcnemar_p"] == pytest.approx(1.0)
+    assert paired([1] * 10, [0] * 10)["mcnemar_p"] == pytest.approx(2 / 1024)
