@@ -24,6 +24,13 @@ from typing import Any
 import click
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "ingest" / "samples"
+#: settings the demo bounds unless set in the environment: 5 min of audio and state history,
+#: state checkpoints every 5 s (a stereo call's state is ~0.3 MB)
+DEMO_LIMITS = {
+    "audio_retention_ms": 5 * 60 * 1000,
+    "state_retention_ms": 5 * 60 * 1000,
+    "state_checkpoint_ms": 5000,
+}
 
 
 def sample_calls(samples_dir: Path = SAMPLES_DIR) -> list[dict[str, Any]]:
@@ -170,8 +177,15 @@ def demo_cmd(
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     broker = EmbeddedBroker(kind=kind, port=broker_port or free_port(), data_dir=data_dir / kind)
+    # the demo loops forever: keep the broker's memory bounded (noida-db applies retention.ms)
+    bounded = {k: v for k, v in DEMO_LIMITS.items() if f"CALLSENSE_{k.upper()}" not in os.environ}
     settings = base.model_copy(
-        update={"kafka_bootstrap": broker.bootstrap, "broker_kind": kind, "data_dir": data_dir}
+        update={
+            "kafka_bootstrap": broker.bootstrap,
+            "broker_kind": kind,
+            "data_dir": data_dir,
+            **bounded,
+        }
     )
     url = settings.effective_database_url
     env = dict(os.environ)
@@ -183,6 +197,7 @@ def demo_cmd(
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         PYTHONUNBUFFERED="1",
+        **{f"CALLSENSE_{k.upper()}": str(v) for k, v in bounded.items()},
     )
     children: list[Child] = []
     stop = asyncio.Event()
