@@ -13,6 +13,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,6 +177,9 @@ def demo_cmd(
     data_dir = base.data_dir.resolve()
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    # a fresh broker log per run: the demo's topics are scratch (the database keeps the calls),
+    # and noida-db would keep a member of a previously killed run in the group forever
+    shutil.rmtree(data_dir / kind, ignore_errors=True)
     broker = EmbeddedBroker(kind=kind, port=broker_port or free_port(), data_dir=data_dir / kind)
     # the demo loops forever: keep the broker's memory bounded (noida-db applies retention.ms)
     bounded = {k: v for k, v in DEMO_LIMITS.items() if f"CALLSENSE_{k.upper()}" not in os.environ}
