@@ -119,6 +119,7 @@ def trajectory_figure(
         fig.add_annotation(
             x=ms / 1000.0,
             y=1.0,
+            yshift=22,
             yref="paper",
             text=f"⚠ {a['rule']}",
             showarrow=False,
@@ -129,7 +130,7 @@ def trajectory_figure(
     fig.update_layout(
         title=title,
         height=240 * len(order) + 80,
-        margin=dict(l=50, r=20, t=60, b=40),
+        margin=dict(l=50, r=20, t=80, b=40),
         legend=dict(orientation="h", y=-0.15),
         uirevision="keep",
     )

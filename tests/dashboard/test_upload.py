@@ -25,6 +25,8 @@ def _upload(driver, path: Path) -> str:
     )
 
 
+# the upload page stores nothing: one database backend is enough
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_upload_rejects_bad_files(dashboard_factory, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
@@ -45,6 +47,7 @@ def test_upload_rejects_bad_files(dashboard_factory, tmp_path: Path) -> None:
         driver.quit()
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_upload_real_recording_shows_timeline(
     dashboard_factory, shared_data: Path, tmp_path: Path
 ) -> None:
