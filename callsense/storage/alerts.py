@@ -167,6 +167,13 @@ class AlertStore:
         self.session_factory = session_factory(self.engine)
 
     def apply(self, events: list[Any]) -> None:
+        """Write the events; then copy a supervisor's acknowledgement (made in the dashboard,
+        unknown to the stream's engine) into each event, so what is published and sent by
+        webhook says who acknowledged the alert."""
         with self.session_factory() as s, s.begin():
             for ev in events:
-                apply_alert_event(s, ev.type, ev.alert)
+                row = apply_alert_event(s, ev.type, ev.alert)
+                if row.acknowledged_by and not ev.alert.get("acknowledged_by"):
+                    current = alert_to_dict(row)
+                    ev.alert["acknowledged_by"] = current["acknowledged_by"]
+                    ev.alert["acknowledged_at"] = current["acknowledged_at"]

@@ -235,3 +235,21 @@ def test_alert_events_persist_idempotently(database_url: str) -> None:
         assert row.resolved_at is not None
         assert store.open_alerts(s) == []
     engine.dispose()
+
+
+def test_alert_store_carries_the_acknowledgement_into_later_events(database_url: str) -> None:
+    from callsense.storage import alerts as store
+
+    eng = share_only()
+    first = [e for i in range(4) for e in eng.feed(win(i, "angry", call="p2"))]
+    assert types(first) == ["alert.raised"]
+    db = store.AlertStore(database_url)
+    db.apply(first)
+    with db.session_factory() as s, s.begin():
+        store.acknowledge(s, first[0].alert["id"], "sam")
+    later = [e for i in range(4, 30) for e in eng.feed(win(i, "neutral", call="p2"))]
+    assert "alert.resolved" in types(later)
+    db.apply(later)
+    assert all(e.alert["acknowledged_by"] == "sam" for e in later)
+    assert all(e.alert["acknowledged_at"] for e in later)
+    db.engine.dispose()
