@@ -133,6 +133,7 @@ def bench_model(repeats: int) -> dict[str, Any]:
 
 
 # benchmarks defined next to their code register themselves on import
+from callsense.processors import stages_bench as _stages_bench  # noqa: E402,F401
 from callsense.processors import stream_bench as _stream_bench  # noqa: E402,F401
 
 # streaming diarization benchmark (registers itself on import)
