@@ -48,7 +48,16 @@ def manifest_cmd(corpus: str, directory: Path, out: Path) -> None:
     show_default=True,
     help="Training augmentation variants (clean, tel, aug<k>).",
 )
-@click.option("--epochs", default=40, show_default=True)
+@click.option(
+    "--head",
+    "head_kind",
+    type=click.Choice(["linear", "attentive"]),
+    default="linear",
+    show_default=True,
+    help="linear: mean/std stats + logistic regression; attentive: attentive pooling MLP.",
+)
+@click.option("--c", "c_reg", default=0.01, show_default=True, help="Inverse L2 strength (linear).")
+@click.option("--epochs", default=40, show_default=True, help="Max epochs (attentive).")
 @click.option("--seeds", default=1, show_default=True, help="Heads per fold (ensembled).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--window-s", default=3.0, show_default=True)
@@ -80,6 +89,8 @@ def train_cmd(
     encoder: str,
     layers: str,
     variants: str,
+    head_kind: str,
+    c_reg: float,
     epochs: int,
     seeds: int,
     seed: int,
@@ -101,7 +112,9 @@ def train_cmd(
         TrainConfig,
         build_featureset,
         cross_validate,
+        cross_validate_linear,
         dump_results,
+        fit_linear,
         make_folds,
         plot_curves,
     )
@@ -124,7 +137,10 @@ def train_cmd(
     cfg = TrainConfig(epochs=epochs, seed=seed, train_variants=tuple(train_variants))
     fold_list = make_folds(fs, folds, seed)
     t0 = time.time()
-    res = cross_validate(fs, list(ls.labels), fold_list, cfg, seeds=seeds)
+    if head_kind == "linear":
+        res = cross_validate_linear(fs, list(ls.labels), fold_list, c_reg, tuple(train_variants))
+    else:
+        res = cross_validate(fs, list(ls.labels), fold_list, cfg, seeds=seeds)
     res.update(
         {
             "manifest": str(manifest),
@@ -136,7 +152,8 @@ def train_cmd(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_results(res, out_dir / "cv.json")
-    plot_curves(res["histories"], out_dir / "curves.png", f"{ls.name}: {folds}-fold training")
+    if res["histories"]:
+        plot_curves(res["histories"], out_dir / "curves.png", f"{ls.name}: {folds}-fold training")
     for v, s in res["summary"].items():
         plot_confusion(
             np.array(s["pooled"]["confusion"]),
@@ -156,6 +173,13 @@ def train_cmd(
         )
     if save_model:
         heads = res["_heads"]
+        training_cfg = cfg.to_dict()
+        if head_kind == "linear":
+            pooled = res["_pooled"]
+            x = np.concatenate([pooled[v] for v in train_variants])
+            y = np.concatenate([fs.y] * len(train_variants))
+            heads = [fit_linear(x, y, len(ls.labels), heads[0].hparams["n_layers"], c_reg)]
+            training_cfg = {**res["config"], "fit": "all speakers; temperature = mean over folds"}
         config = {
             "encoder": {**spec, "layers": sorted(spec["layers"])},
             "labels": list(ls.labels),
@@ -169,7 +193,7 @@ def train_cmd(
             "training": {
                 "manifest": manifest.name,
                 "folds": folds,
-                "config": cfg.to_dict(),
+                "config": training_cfg,
                 "cv_summary": {
                     v: {k: s[k] for k in ("ua_mean", "ua_std", "macro_f1_mean")}
                     for v, s in res["summary"].items()

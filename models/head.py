@@ -59,3 +59,41 @@ class EmotionHead(nn.Module):
 
     def layer_weights(self) -> list[float]:
         return torch.softmax(self.layer_logits.detach(), dim=0).tolist()
+
+
+def masked_stats(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(L, B, T, D) states, (B, T) mask → (B, L * 2D): per layer [mean ‖ std] over valid frames
+    (population std), layer-major."""
+    m = mask.to(states.dtype).unsqueeze(0).unsqueeze(-1)  # 1, B, T, 1
+    n = m.sum(2).clamp_min(1.0)
+    mean = (states * m).sum(2) / n
+    var = (((states - mean.unsqueeze(2)) ** 2) * m).sum(2) / n
+    stats = torch.cat([mean, var.sqrt()], dim=-1)  # L, B, 2D
+    return stats.permute(1, 0, 2).reshape(stats.shape[1], -1)
+
+
+class StatsLinearHead(nn.Module):
+    """Mean/std pooling of every mixed layer → standardisation → linear classifier.
+
+    Weights come from a class-balanced, L2-regularised logistic regression
+    (:func:`callsense.models.train.fit_linear`); the standardisation is part of the module.
+    """
+
+    def __init__(self, n_layers: int, dim: int, n_classes: int, kind: str = "stats_linear") -> None:
+        super().__init__()
+        feat = n_layers * 2 * dim
+        self.register_buffer("mu", torch.zeros(feat))
+        self.register_buffer("sigma", torch.ones(feat))
+        self.out = nn.Linear(feat, n_classes)
+        self.hparams = {"kind": kind, "n_layers": n_layers, "dim": dim, "n_classes": n_classes}
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.out((masked_stats(states, mask) - self.mu) / self.sigma)
+
+
+def build_head(hparams: dict) -> nn.Module:
+    hp = dict(hparams)
+    if hp.get("kind", "attentive") == "stats_linear":
+        return StatsLinearHead(**hp)
+    hp.pop("kind", None)
+    return EmotionHead(**hp)

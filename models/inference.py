@@ -29,7 +29,7 @@ from callsense.models.audio import (
 )
 from callsense.models.confidence import softmax
 from callsense.models.encoder import Backbone, build_backbone
-from callsense.models.head import EmotionHead
+from callsense.models.head import build_head
 
 FORMAT_VERSION = 1
 
@@ -54,7 +54,7 @@ class EmotionModel:
     def __init__(
         self,
         backbone: Backbone,
-        heads: list[EmotionHead],
+        heads: list[torch.nn.Module],
         config: dict[str, Any],
         int8: bool = False,
     ) -> None:
@@ -98,7 +98,7 @@ class EmotionModel:
         states = torch.load(model_dir / "heads.pt", map_location="cpu", weights_only=True)
         heads = []
         for sd in states:
-            head = EmotionHead(**config["head"])
+            head = build_head(config["head"])
             head.load_state_dict(sd)
             heads.append(head)
         return cls(backbone, heads, config, int8=int8)
@@ -173,7 +173,9 @@ class EmotionModel:
         return self.predict([audio], sr)[0]
 
 
-def save_artifact(model_dir: str | Path, config: dict[str, Any], heads: list[EmotionHead]) -> None:
+def save_artifact(
+    model_dir: str | Path, config: dict[str, Any], heads: list[torch.nn.Module]
+) -> None:
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     config = dict(config, format=FORMAT_VERSION)

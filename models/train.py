@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from callsense.models.confidence import fit_temperature, softmax
 from callsense.models.data import Fold, Item, filter_items, speaker_folds
-from callsense.models.head import EmotionHead
+from callsense.models.head import EmotionHead, StatsLinearHead
 from callsense.models.labels import LabelSet
 from callsense.models.metrics import evaluate_predictions, unweighted_accuracy
 from tqdm import tqdm
@@ -198,22 +198,7 @@ def cross_validate(
         temps.append(temp)
         msg = " ".join(f"{v} UA {entry[v]['ua']:.3f}" for v in test_variants if v in entry)
         tqdm.write(f"fold {fold.index}: {msg} ({entry['seconds']} s)")
-    summary = {}
-    for v in test_variants:
-        if not all_probs[v]:
-            continue
-        uas = [f[v]["ua"] for f in results["folds"]]
-        f1s = [f[v]["macro_f1"] for f in results["folds"]]
-        pooled = evaluate_predictions(np.concatenate(all_probs[v]), np.concatenate(all_y), labels)
-        summary[v] = {
-            "ua_mean": float(np.mean(uas)),
-            "ua_std": float(np.std(uas)),
-            "macro_f1_mean": float(np.mean(f1s)),
-            "wa_mean": float(np.mean([f[v]["wa"] for f in results["folds"]])),
-            "ece_mean": float(np.mean([f[v]["ece"] for f in results["folds"]])),
-            "pooled": pooled,
-        }
-    results["summary"] = summary
+    results["summary"] = _summarise(results["folds"], all_probs, all_y, labels, test_variants)
     results["histories"] = histories
     results["_heads"] = heads
     results["temperature"] = float(np.mean(temps))
@@ -272,3 +257,120 @@ def plot_curves(histories: list[dict], out: Path, title: str) -> None:
 def dump_results(results: dict[str, Any], out: Path) -> None:
     clean = {k: v for k, v in results.items() if not k.startswith("_")}
     out.write_text(json.dumps(clean, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------ linear head on pooled stats
+
+
+def pool_states(states: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """(N, L, T, D) states + (N, T) masks → (N, L*2D) per-layer mean ‖ std over valid frames
+    (same layout as :func:`callsense.models.head.masked_stats`)."""
+    out = []
+    for i in tqdm(range(len(states)), desc="pool", unit="clip", leave=False):
+        x = np.asarray(states[i][:, masks[i]], dtype=np.float32)
+        out.append(np.concatenate([x.mean(1), x.std(1)], axis=-1).reshape(-1))
+    return np.stack(out)
+
+
+def fit_linear(
+    x: np.ndarray, y: np.ndarray, n_classes: int, n_layers: int, c: float, seed: int = 0
+) -> StatsLinearHead:
+    """Class-balanced L2 logistic regression on standardised stats → a StatsLinearHead."""
+    from sklearn.linear_model import LogisticRegression
+
+    mu = x.mean(0)
+    sigma = x.std(0) + 1e-5
+    clf = LogisticRegression(C=c, max_iter=500, class_weight="balanced", random_state=seed)
+    clf.fit((x - mu) / sigma, y)
+    if clf.coef_.shape[0] != n_classes:
+        raise ValueError(f"training data covers {clf.coef_.shape[0]} of {n_classes} classes")
+    head = StatsLinearHead(n_layers, x.shape[1] // (2 * n_layers), n_classes)
+    with torch.no_grad():
+        head.mu.copy_(torch.from_numpy(mu.astype(np.float32)))
+        head.sigma.copy_(torch.from_numpy(sigma.astype(np.float32)))
+        head.out.weight.copy_(torch.from_numpy(clf.coef_.astype(np.float32)))
+        head.out.bias.copy_(torch.from_numpy(clf.intercept_.astype(np.float32)))
+    return head.eval()
+
+
+def cross_validate_linear(
+    fs: FeatureSet,
+    labels: list[str],
+    folds: list[Fold],
+    c: float,
+    train_variants: tuple[str, ...],
+    test_variants: tuple[str, ...] = ("clean", "tel"),
+) -> dict[str, Any]:
+    """Per fold: fit on training speakers (all training variants stacked), temperature on
+    validation speakers (clean), metrics on test speakers for each test variant."""
+    n_layers = next(iter(fs.states.values())).shape[1]
+    pooled = {v: pool_states(fs.states[v], fs.masks[v]) for v in fs.states}
+    results: dict[str, Any] = {
+        "folds": [],
+        "config": {"head": "stats_linear", "C": c, "train_variants": list(train_variants)},
+        "labels": labels,
+        "histories": [],
+    }
+    all_probs: dict[str, list[np.ndarray]] = {v: [] for v in test_variants}
+    all_y, heads, temps = [], [], []
+    for fold in tqdm(folds, desc="folds", unit="fold"):
+        tr, va, te = fold_indices(fs, fold)
+        t0 = time.time()
+        xtr = np.concatenate([pooled[v][tr] for v in train_variants])
+        ytr = np.concatenate([fs.y[tr]] * len(train_variants))
+        head = fit_linear(xtr, ytr, len(labels), n_layers, c)
+        logits = {v: _linear_logits(head, pooled[v]) for v in pooled}
+        temp = fit_temperature(logits["clean"][va], fs.y[va])
+        entry: dict[str, Any] = {
+            "fold": fold.index,
+            "test_speakers": list(fold.test),
+            "val_speakers": list(fold.val),
+            "n_train": int(len(tr)),
+            "val_ua": unweighted_accuracy(fs.y[va], logits["clean"][va].argmax(1), len(labels)),
+        }
+        for v in test_variants:
+            probs = softmax(logits[v][te], temp)
+            entry[v] = evaluate_predictions(probs, fs.y[te], labels)
+            all_probs[v].append(probs)
+        entry["seconds"] = round(time.time() - t0, 1)
+        all_y.append(fs.y[te])
+        results["folds"].append(entry)
+        heads.append(head)
+        temps.append(temp)
+        msg = " ".join(f"{v} UA {entry[v]['ua']:.3f}" for v in test_variants)
+        tqdm.write(f"fold {fold.index}: {msg} ({entry['seconds']} s)")
+    results["summary"] = _summarise(results["folds"], all_probs, all_y, labels, test_variants)
+    results["_heads"] = heads
+    results["temperature"] = float(np.mean(temps))
+    results["_pooled"] = pooled
+    return results
+
+
+def _linear_logits(head: StatsLinearHead, pooled: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        x = (torch.from_numpy(pooled) - head.mu) / head.sigma
+        return head.out(x).numpy().astype(np.float64)
+
+
+def _summarise(
+    folds: list[dict[str, Any]],
+    all_probs: dict[str, list[np.ndarray]],
+    all_y: list[np.ndarray],
+    labels: list[str],
+    test_variants: tuple[str, ...],
+) -> dict[str, Any]:
+    summary = {}
+    for v in test_variants:
+        if not all_probs[v]:
+            continue
+        uas = [f[v]["ua"] for f in folds]
+        pooled = evaluate_predictions(np.concatenate(all_probs[v]), np.concatenate(all_y), labels)
+        summary[v] = {
+            "ua_mean": float(np.mean(uas)),
+            "ua_std": float(np.std(uas)),
+            "macro_f1_mean": float(np.mean([f[v]["macro_f1"] for f in folds])),
+            "wa_mean": float(np.mean([f[v]["wa"] for f in folds])),
+            "ece_mean": float(np.mean([f[v]["ece"] for f in folds])),
+            "pooled": pooled,
+        }
+    return summary

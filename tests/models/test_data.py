@@ -1,0 +1,110 @@
+"""Manifests, corpus readers, label sets and speaker-independent folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from callsense.models.data import build_manifest, read_manifest, speaker_folds
+from callsense.models.labels import get_label_set
+
+
+def _touch_wavs(root: Path, names: list[str]) -> None:
+    for name in names:
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(p, np.zeros(1600, dtype=np.float32), 16000)
+
+
+@pytest.mark.parametrize(
+    ("corpus", "names", "expected"),
+    [
+        (
+            "ravdess",
+            [
+                "Actor_01/03-01-05-01-01-01-01.wav",
+                "Actor_02/03-01-02-02-01-01-02.wav",
+                "Actor_02/03-02-05-01-01-01-02.wav",
+            ],  # song file skipped
+            {("ravdess_01", "angry"), ("ravdess_02", "calm")},
+        ),
+        (
+            "cremad",
+            ["1001_DFA_ANG_XX.wav", "1002_IEO_NEU_LO.wav"],
+            {("cremad_1001", "angry"), ("cremad_1002", "neutral")},
+        ),
+        (
+            "tess",
+            ["OAF_angry/OAF_back_angry.wav", "YAF_ps/YAF_bath_ps.wav"],
+            {("tess_OAF", "angry"), ("tess_YAF", "surprise")},
+        ),
+        ("savee", ["DC_a01.wav", "JK/sa03.wav"], {("savee_DC", "angry"), ("savee_JK", "sad")}),
+        ("emodb", ["03a01Wa.wav", "16b10Lb.wav"], {("emodb_03", "angry"), ("emodb_16", "boredom")}),
+    ],
+)
+def test_corpus_readers(tmp_path: Path, corpus: str, names: list[str], expected: set) -> None:
+    _touch_wavs(tmp_path / "corpus", names)
+    out = tmp_path / "out" / "manifest.csv"
+    build_manifest(corpus, tmp_path / "corpus", out)
+    items = read_manifest(out)
+    assert {(it.speaker, it.emotion) for it in items} == expected
+    assert all(it.path.is_file() for it in items)  # paths are relative to the CSV
+    assert not Path(out.read_text().splitlines()[1].split(",")[0]).is_absolute()
+
+
+def test_manifest_cli_and_unknown_layout(tmp_path: Path) -> None:
+    from callsense.models.cli import manifest_cmd
+    from click.testing import CliRunner
+
+    _touch_wavs(tmp_path, ["random_name.wav"])
+    r = CliRunner().invoke(manifest_cmd, ["emodb", str(tmp_path), "--out", str(tmp_path / "m.csv")])
+    assert r.exit_code != 0 and "no emodb audio files" in r.output
+
+
+def test_label_sets() -> None:
+    four = get_label_set("callcenter4")
+    assert four.labels == ("angry", "happy", "neutral", "sad")
+    assert four.map("calm") == "neutral" and four.map("Anger") == "angry"
+    assert four.map("fear") is None and four.map("boredom") is None
+    eight = get_label_set("ravdess8")
+    assert len(eight.labels) == 8 and eight.map("calm") == "calm"
+    custom = get_label_set("angry,neutral,boredom=neutral")
+    assert custom.map("boredom") == "neutral"
+    with pytest.raises(ValueError):
+        get_label_set("nonsense")
+
+
+def _assert_disjoint(folds: list, speakers: list[str]) -> None:
+    tests = []
+    for f in folds:
+        tr, va, te = set(f.train), set(f.val), set(f.test)
+        assert not (tr & va) and not (tr & te) and not (va & te), f
+        assert tr | va | te == set(speakers)
+        tests.extend(f.test)
+    assert sorted(tests) == sorted(set(speakers))  # every speaker tested exactly once
+
+
+def test_ravdess_folds_speaker_disjoint(shared_data: Path) -> None:
+    items = read_manifest(shared_data / "ravdess" / "MANIFEST.csv")
+    speakers = sorted({it.speaker for it in items})
+    folds = speaker_folds([it.speaker for it in items], k=6, n_val=2, seed=0)
+    assert len(folds) == 6 and all(len(f.test) == 4 for f in folds)
+    assert folds[0].test == ("ravdess_01", "ravdess_02", "ravdess_03", "ravdess_04")  # EmoBox
+    _assert_disjoint(folds, speakers)
+    # per clip: no clip's speaker crosses splits
+    for f in folds:
+        split = (
+            {s: "train" for s in f.train} | {s: "val" for s in f.val} | {s: "test" for s in f.test}
+        )
+        assert len({split[it.speaker] for it in items if it.speaker in f.test}) == 1
+    assert folds == speaker_folds([it.speaker for it in items], k=6, n_val=2, seed=0)
+
+
+def test_folds_generic_speakers() -> None:
+    spk = [f"s{i}" for i in range(10)]
+    folds = speaker_folds(spk * 3, k=5, n_val=2, seed=3)
+    _assert_disjoint(folds, spk)
+    with pytest.raises(ValueError):
+        speaker_folds(["a", "b"], k=6)
