@@ -206,11 +206,14 @@ def acknowledge_on_card(driver: Any, card: str, user: str = "supervisor") -> Non
     card says who acknowledged."""
     from selenium.webdriver.common.by import By
 
+    last = [0.0]
+
     def click() -> bool:
         btns = driver.find_elements(By.CSS_SELECTOR, f"{card} .ack-btn")
-        if btns:
+        if btns and time.monotonic() - last[0] > 3.0:  # give a click time to show
             btns[0].click()
-        time.sleep(0.3)
+            last[0] = time.monotonic()
+        time.sleep(0.2)
         return f"acknowledged by {user}" in driver.find_element(By.CSS_SELECTOR, card).text
 
     wait(click, timeout=20, what="acknowledgement shown")
