@@ -14,10 +14,16 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
+
+def _remember_url(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    ctx.ensure_object(dict)["database_url"] = value
+
+
 DB_OPTION = click.option(
     "--database-url",
-    "database_url",
     default=None,
+    expose_value=False,
+    callback=_remember_url,
     help="SQLAlchemy URL (default: CALLSENSE_DATABASE_URL or SQLite in the data dir).",
 )
 
@@ -52,11 +58,8 @@ def _session(ctx: click.Context) -> Iterator[Session]:
 
 @click.group("calls")
 @DB_OPTION
-@click.pass_context
-def calls_group(ctx: click.Context, database_url: str | None) -> None:
+def calls_group() -> None:
     """Query stored calls and their per-speaker emotion trajectories."""
-    ctx.ensure_object(dict)
-    ctx.obj["database_url"] = database_url
 
 
 def _fmt(v: Any, spec: str = "") -> str:
@@ -149,11 +152,8 @@ def show_cmd(ctx: click.Context, call_id: str, as_json: bool) -> None:
 
 @click.group("db")
 @DB_OPTION
-@click.pass_context
-def db_group(ctx: click.Context, database_url: str | None) -> None:
+def db_group() -> None:
     """Database schema management (Alembic)."""
-    ctx.ensure_object(dict)
-    ctx.obj["database_url"] = database_url
 
 
 @db_group.command("upgrade")
