@@ -280,3 +280,18 @@ def test_topic_init_script_is_valid_posix_sh() -> None:
     for shell in ("sh", "bash"):
         res = subprocess.run([shell, "-n", str(script)], capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
+
+
+def test_callsense_variables_are_real_settings(compose: dict[str, Any]) -> None:
+    """Settings ignore unknown CALLSENSE_* variables, so a typo here would pass silently."""
+    from callsense.settings import Settings
+
+    fields = {f"CALLSENSE_{name.upper()}" for name in Settings.model_fields}
+    for name in _callsense_services(compose):
+        env = compose["services"][name]["environment"]
+        unknown = {k for k in env if k.startswith("CALLSENSE_")} - fields
+        assert not unknown, f"{name}: not settings: {sorted(unknown)}"
+        # the values parse as the typed settings they are meant for
+        values = {k[len("CALLSENSE_") :].lower(): v for k, v in env.items() if k in fields}
+        values = {k: v for k, v in values.items() if v != ""}
+        Settings.model_validate(values)
