@@ -392,10 +392,11 @@ class Window:
     samples: np.ndarray = field(repr=False)
     index: int = 0  # n-th window of this speaker
     speech_start_s: float = 0.0  # position in the speaker's speech-only stream
+    sample_rate: int = 16000  # rate of ``samples`` (StageConfig.sample_rate)
 
     @property
     def duration_s(self) -> float:
-        return len(self.samples) / 16000.0
+        return len(self.samples) / float(self.sample_rate)
 
 
 class SpeakerPipeline:
@@ -613,6 +614,7 @@ class SpeakerPipeline:
             samples=from_pcm16(pcm),
             index=self._n_windows,
             speech_start_s=start / self.cfg.sample_rate,
+            sample_rate=self.cfg.sample_rate,
         )
 
 
@@ -669,8 +671,11 @@ def classify(
         return []
     from callsense.models.confidence import TemporalSmoother, verdict
 
+    rates = {w.sample_rate for w in windows}
+    if len(rates) != 1:
+        raise StageError(f"windows of one batch must share a sample rate, got {sorted(rates)}")
     probs = np.asarray(
-        model.predict([w.samples for w in windows], sample_rate=16000), dtype=np.float64
+        model.predict([w.samples for w in windows], sample_rate=rates.pop()), dtype=np.float64
     )
     labels = list(model.labels)
     if probs.shape != (len(windows), len(labels)):

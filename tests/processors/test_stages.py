@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from callsense.processors.stages import (
     StageError,
     Window,
     chunk_audio,
+    classify,
     speakers_for,
 )
 
@@ -274,3 +276,57 @@ def test_pcm16_convention_round_trips_exactly(speech: np.ndarray) -> None:
     a = run(SpeakerPipeline(StageConfig(), SR), speech, SR)
     b = run(SpeakerPipeline(StageConfig(), SR), wire, SR)
     assert same(a, b)
+
+
+# ------------------------------------------------------------------------ classify (real model)
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    from callsense.models import EmotionModel
+
+    from callsense.settings import Settings
+
+    model_dir = Settings().model_dir
+    if not (model_dir / "model.json").is_file():
+        pytest.skip(f"no emotion model artefact at {model_dir}")
+    return EmotionModel.load(model_dir, threads=1)
+
+
+def test_classify_angry_speech_with_verdicts_and_smoothing(model: Any, speech: np.ndarray) -> None:
+    from callsense.models import TemporalSmoother
+
+    from callsense.storage.models import EmotionWindow
+
+    wins = run(SpeakerPipeline(StageConfig(), SR, "ch1", "customer"), speech, SR)
+    smoothers: dict = {}
+    res = classify(model, wins[:4], smoothers, threshold=0.45) + classify(
+        model, wins[4:], smoothers, threshold=0.45
+    )
+    assert [(r.start_ms, r.end_ms) for r in res] == [(w.start_ms, w.end_ms) for w in wins]
+    assert sum(r.raw_label == "angry" for r in res) > len(res) / 2  # actor 3, acted anger
+    assert isinstance(smoothers["ch1"], TemporalSmoother) and smoothers["ch1"].count == len(res)
+    for r in res:
+        assert r.confidence == pytest.approx(max(r.probabilities.values()))
+        assert r.label == ("uncertain" if r.confidence < 0.45 else r.raw_label)
+        assert sum(r.smoothed_probabilities.values()) == pytest.approx(1.0)
+    row = res[0].to_row("c1")
+    assert set(row) <= {c.name for c in EmotionWindow.__table__.columns}
+    assert row["call_id"] == "c1" and row["speaker"] == "ch1" and row["role"] == "customer"
+    # batching does not change results; a threshold of 1 makes every window uncertain
+    again = classify(model, wins, {}, threshold=1.0)
+    assert [r.raw_label for r in again] == [r.raw_label for r in res]
+    assert all(r.uncertain and r.label == "uncertain" for r in again)
+    assert classify(model, [], {}, 0.45) == []
+
+
+def test_classify_windows_at_another_internal_rate(model: Any, speech: np.ndarray) -> None:
+    """StageConfig(sample_rate=8000): windows say their rate and the model is told it."""
+    cfg = StageConfig(sample_rate=8000)
+    wins = run(SpeakerPipeline(cfg, SR), speech, SR)
+    assert wins and all(w.sample_rate == 8000 and len(w.samples) <= 24000 for w in wins)
+    res = classify(model, wins, {}, threshold=0.45)
+    assert sum(r.raw_label == "angry" for r in res) > len(res) / 2
+    mixed = [wins[0], run(SpeakerPipeline(StageConfig(), SR), speech, SR)[0]]
+    with pytest.raises(StageError, match="share a sample rate"):
+        classify(model, mixed, {}, threshold=0.45)
