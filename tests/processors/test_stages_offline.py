@@ -147,3 +147,24 @@ def test_analyze_csv_and_table_agree_with_json(stereo_call: Path, shipped_model:
     assert table.exit_code == 0 and "ch1 (customer)" in table.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "anger share" in table.output
+
+
+def test_analyze_mono_ogg_at_another_rate(
+    shared_data: Path, tmp_path: Path, shipped_model: Path
+) -> None:
+    """A mono OGG/Vorbis file at 22.05 kHz: one speaker of unknown role, windows in call time."""
+    from callsense.models.audio import resample
+
+    x = np.concatenate(_clips(shared_data, "ravdess_03", ("angry",), 3))
+    path = tmp_path / "mono.ogg"
+    sf.write(path, resample(x, SR, 22050), 22050, format="OGG", subtype="VORBIS")
+    res = CliRunner().invoke(analyze_cmd, [str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["channels"] == 1 and doc["sample_rate"] == 22050
+    assert [(s["speaker"], s["role"], s["channel"]) for s in doc["speakers"]] == [
+        ("spk0", "unknown", None)
+    ]
+    wins = doc["speakers"][0]["windows"]
+    assert len(wins) >= 3 and wins[-1]["end_ms"] <= doc["duration_s"] * 1000
+    assert sum(w["raw_label"] == "angry" for w in wins) > len(wins) / 2
