@@ -116,7 +116,7 @@ class Settings(BaseSettings):
         2, ge=1, le=8, description="Maximum speakers per mono call."
     )
     diarization_delta_new: float = Field(
-        0.6,
+        0.3,
         gt=0.0,
         lt=2.0,
         description="Cosine distance to every known speaker above which a new speaker is opened.",

@@ -11,7 +11,9 @@ This module maps them to *global* speakers that keep their identity for the whol
   while another one is free;
 * a local speaker farther than ``delta_new`` from every centroid opens a new global speaker,
   as long as there are fewer than ``max_speakers`` and its embedding rests on at least
-  ``min_new_s`` seconds of single-speaker speech; otherwise it joins its nearest centroid;
+  ``min_new_s`` seconds of single-speaker speech; with too little speech it stays unlabelled
+  in this chunk (later chunks, which hear more of it, label it); once ``max_speakers`` are
+  known it joins its nearest centroid;
 * only embeddings with enough clean speech (``min_update_s``) move a centroid.
 
 Global ids are assigned in order of appearance and never change, so labels are stable over
@@ -30,7 +32,7 @@ class OnlineClustering:
     def __init__(
         self,
         max_speakers: int = 2,
-        delta_new: float = 0.6,
+        delta_new: float = 0.3,
         dim: int = 192,
         continuity_weight: float = 0.0,
     ) -> None:
@@ -119,9 +121,9 @@ class OnlineClustering:
                 self.centers[self.count] = 0.0
                 result[k] = self.count
                 self.count += 1
-            elif self.count:
-                # cannot open: join the nearest centroid not already used in this chunk,
-                # or the nearest overall when all are taken (max_speakers reached)
+            elif self.count >= self.max_speakers:
+                # every speaker is known: join the nearest centroid not already used in this
+                # chunk, or the nearest overall when all are taken
                 dist_k = self._cost(embeddings, continuity)[k]
                 taken = {g for g in result if g >= 0}
                 free = [g for g in range(self.count) if g not in taken]

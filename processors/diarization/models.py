@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -86,7 +87,12 @@ class Segmentation:
     def __init__(self, root: Path) -> None:
         _offline_guards()
         import torch
-        from pyannote.audio import Model
+
+        with warnings.catch_warnings():
+            # pyannote warns that torchcodec cannot decode files without FFmpeg; we pass
+            # in-memory arrays only, so file decoding is never used
+            warnings.simplefilter("ignore", UserWarning)
+            from pyannote.audio import Model
 
         self._torch = torch
         model = Model.from_pretrained(root / SEGMENTATION_DIR)

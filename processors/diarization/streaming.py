@@ -59,7 +59,7 @@ class DiarizerConfig:
     buffer_s: float = 10.0
     max_speakers: int = 2
     tau_active: float = 0.5  # a local speaker is active in a chunk if max prob >= tau
-    delta_new: float = 0.6  # cosine distance above which a new global speaker is opened
+    delta_new: float = 0.3  # cosine distance above which a new global speaker is opened
     continuity_weight: float = 0.5  # bonus for continuing the previous chunk's speaker
     min_embed_s: float = 0.3  # clean speech needed for an embedding
     min_update_s: float = 0.8  # ... to move a centroid
@@ -345,8 +345,8 @@ class StreamingDiarizer:
         self.prev_start, self.prev_glob = start, glob
 
     def _continuity(self, start: int, local: np.ndarray) -> np.ndarray:
-        """(K, max_speakers): share of each local speaker's activity that the previous chunk
-        gave to each global speaker, over the audio both chunks cover."""
+        """(K, max_speakers): share of each local speaker's activity (in this chunk) that the
+        previous chunk gave to each global speaker on the audio both chunks cover."""
         out = np.zeros((local.shape[1], self.config.max_speakers))
         if not len(self.prev_glob):
             return out
@@ -358,7 +358,9 @@ class StreamingDiarizer:
             return out
         cur = local[inside]  # (n, K)
         prev = self.prev_glob[idx[inside]]  # (n, S)
-        mass = np.maximum(cur.sum(axis=0), 1e-9)
+        # normalised by the local speaker's activity over the *whole* chunk, so a speaker
+        # who only starts in the new audio has no continuity with anybody
+        mass = np.maximum(local.sum(axis=0), 0.5 / self._frame_step)
         for k in range(cur.shape[1]):
             out[k] = np.minimum(cur[:, k : k + 1], prev).sum(axis=0) / mass[k]
         return out

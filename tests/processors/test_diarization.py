@@ -237,3 +237,42 @@ def test_rttm_round_trip_and_der(tmp_path):
     assert der(turns, relabel, 6.0)["der"] == 0.0
     scores = der(turns, turns[:2], 6.0)
     assert scores["missed"] == pytest.approx(1.5 / 6.5, abs=1e-6)
+
+
+def test_diarize_command_writes_rttm_and_scores(shared_data, tmp_path, models):
+    import json
+
+    from click.testing import CliRunner
+
+    from callsense.cli import main
+
+    ami = shared_data / "diarization/ami_pyannote"
+    out = tmp_path / "sample.rttm"
+    args = ["diarize", str(ami / "sample.wav"), "--rttm", str(out)]
+    result = CliRunner().invoke(main, [*args, "--reference", str(ami / "sample.rttm"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["scoring"] == "collar 0.0 s, overlapped speech scored"
+    assert set(report["metrics"]) >= {"der", "false_alarm", "missed", "confusion"}
+    m = report["metrics"]
+    assert m["der"] == pytest.approx(m["false_alarm"] + m["missed"] + m["confusion"], abs=1e-3)
+    assert [s["id"] for s in report["speakers"]] == ["spk0", "spk1"]
+    hyp = read_rttm(out)["sample"]
+    assert der(read_rttm(ami / "sample.rttm")["sample"], hyp, 30.0)["der"] == pytest.approx(
+        m["der"], abs=1e-3
+    )
+    # human-readable form states the scoring
+    text = CliRunner().invoke(main, [*args, "--reference", str(ami / "sample.rttm")])
+    assert text.exit_code == 0 and "overlapped speech scored" in text.output
+
+
+def test_diarize_command_refuses_stereo(tmp_path):
+    from click.testing import CliRunner
+
+    from callsense.cli import main
+
+    path = tmp_path / "stereo.wav"
+    sf.write(str(path), np.zeros((16000, 2), np.float32), SR)
+    result = CliRunner().invoke(main, ["diarize", str(path)])
+    assert result.exit_code != 0
+    assert "stereo calls keep one speaker per channel" in result.output
