@@ -108,6 +108,7 @@ def evaluate_shared(data_dir: Path, latencies=LATENCIES) -> dict[str, Any]:  # n
     torch.set_num_threads(1)
     models = load_models()
     rows = []
+    timelines: list = []
     for latency, step in latencies:
         per: dict[str, dict[str, float]] = {}
         for uri, (wav, rttm) in tqdm(EVAL_SET.items(), desc=f"latency {latency}s"):
@@ -118,6 +119,7 @@ def evaluate_shared(data_dir: Path, latencies=LATENCIES) -> dict[str, Any]:  # n
             scores = der(ref, diarizer.turns, len(audio) / 16000, uri)
             scores["speakers"] = diarizer.num_speakers
             per[uri] = {k: round(float(v), 4) for k, v in scores.items()}
+            timelines.append((f"{uri} (latency {latency} s)", ref, list(diarizer.turns)))
         mean = {
             k: round(float(np.mean([p[k] for p in per.values()])), 4)
             for k in ("der", "false_alarm", "missed", "confusion")
@@ -128,6 +130,7 @@ def evaluate_shared(data_dir: Path, latencies=LATENCIES) -> dict[str, Any]:  # n
         "metric": "pyannote.metrics DiarizationErrorRate(collar=0.0, skip_overlap=False)",
         "config": {k: v for k, v in vars(DiarizerConfig()).items()},
         "results": rows,
+        "_timelines": timelines,
     }
 
 
@@ -147,6 +150,34 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plot_timelines(
+    rows: list[tuple[str, list[tuple[str, float, float]], list[tuple[str, float, float]]]],
+    out: Path,
+) -> None:
+    """PNG: reference vs. streaming hypothesis, one panel per recording."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 1, figsize=(11, 1.6 * len(rows)), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, (uri, ref, hyp) in zip(axes[:, 0], rows, strict=True):
+        for y, turns in ((1, ref), (0, hyp)):
+            names = sorted({t[0] for t in turns})
+            for spk, a, b in turns:
+                k = names.index(spk)
+                ax.broken_barh([(a, b - a)], (y + 0.05 + 0.4 * k, 0.35), color=colours(k))
+        ax.set_yticks([0.45, 1.45], ["streaming", "reference"])
+        ax.set_ylim(0, 2)
+        ax.set_title(uri, fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("time (s); colours = speakers of each row (labels differ by row)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:  # pragma: no cover - exercised by the documented command
     import argparse
     import json
@@ -156,8 +187,12 @@ def main() -> None:  # pragma: no cover - exercised by the documented command
     parser = argparse.ArgumentParser(description="DER of the streaming diarizer on shared AMI")
     parser.add_argument("--data", type=Path, default=None, help="shared data dir")
     parser.add_argument("--out", type=Path, default=Path("processors/results/diarization.json"))
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of the 2.5 s timelines")
     args = parser.parse_args()
     result = evaluate_shared(args.data or shared_data_dir())
+    timelines = result.pop("_timelines")
+    if args.plot:
+        plot_timelines([t for t in timelines if "latency 2.5" in t[0]], args.plot)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown_table(result))

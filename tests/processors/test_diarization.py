@@ -276,3 +276,37 @@ def test_diarize_command_refuses_stereo(tmp_path):
     result = CliRunner().invoke(main, ["diarize", str(path)])
     assert result.exit_code != 0
     assert "stereo calls keep one speaker per channel" in result.output
+
+
+def test_mono_router_gives_each_speaker_a_gap_free_stream_of_their_own_speech(models, shared_data):
+    from callsense.processors.diarization.route import MonoSpeakerRouter
+
+    a = _clips(shared_data, "ravdess_01", 4)
+    b = _clips(shared_data, "ravdess_02", 4)
+    audio, _ = _build_call([a[0:2], b[0:2], a[2:4], b[2:4]], ["A", "B", "A", "B"])
+    router = MonoSpeakerRouter(models, DiarizerConfig())
+    streams: dict[str, list] = {}
+    for i, s in enumerate(range(0, len(audio), 4000)):
+        for c in router.push(audio[s : s + 4000], s):
+            streams.setdefault(c.speaker_id, []).append(c)
+        if i == 20:
+            state = pickle.loads(pickle.dumps(router.to_state()))
+            router = MonoSpeakerRouter.from_state(models, state)
+    for c in router.flush():
+        streams.setdefault(c.speaker_id, []).append(c)
+    assert sorted(streams) == ["spk0", "spk1"]
+    full = {}
+    for spk, chunks in streams.items():
+        # contiguous in call time from the speaker's first appearance to the end of the call
+        for prev, nxt in zip(chunks, chunks[1:], strict=False):
+            assert nxt.start_sample == prev.start_sample + len(prev.samples)
+        assert chunks[-1].start_sample + len(chunks[-1].samples) == len(audio)
+        x = np.zeros(len(audio), np.float32)
+        x[chunks[0].start_sample :] = np.concatenate([c.samples for c in chunks])
+        full[spk] = x
+    both = (full["spk0"] != 0) & (full["spk1"] != 0)
+    assert not both.any()  # one voice per stream
+    for x in full.values():
+        nz = x != 0
+        np.testing.assert_array_equal(x[nz], audio[nz])
+        assert nz.sum() > 2 * SR  # each speaker keeps seconds of speech
