@@ -119,8 +119,8 @@ def prepare(x: np.ndarray, sample_rate: int, min_seconds: float = MIN_SECONDS) -
     if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
         raise AudioError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     x = np.asarray(x)
-    if x.dtype == object:
-        raise AudioError("audio must be a numeric array, not a sequence of objects")
+    if x.dtype.kind not in "iuf":
+        raise AudioError(f"audio samples must be numeric, got dtype {x.dtype}")
     mono = to_mono(x)
     validate(mono, int(sample_rate), min_seconds)
     return resample(mono, int(sample_rate), MODEL_SR)
