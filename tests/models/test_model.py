@@ -149,3 +149,29 @@ def test_int8_path_close_to_fp32(shared_data: Path, model: EmotionModel) -> None
     p32, p8 = model.predict(xs[:12], 16000), q.predict(xs[:12], 16000)
     agree = float((p32.argmax(1) == p8.argmax(1)).mean())
     assert agree >= 0.8, agree
+
+
+def test_evaluate_cli_reports_excluded_labels(shared_data: Path, tmp_path: Path) -> None:
+    import json
+
+    from callsense.models.cli import evaluate_cmd
+    from click.testing import CliRunner
+
+    src = (shared_data / "ravdess" / "MANIFEST.csv").read_text().splitlines()
+    rows = src[1:][::83]  # 18 clips spread over actors and emotions, incl. fear
+    root = shared_data / "ravdess"
+    lines = ["path,speaker,emotion"] + [
+        f"{root / r.split(',')[0]},{r.split(',')[1]},{r.split(',')[2]}" for r in rows
+    ]
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    res = CliRunner().invoke(
+        evaluate_cmd, ["--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "ev")]
+    )
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    emotions = [r.split(",")[2] for r in rows]
+    outside = {e for e in emotions if e in {"fear", "disgust", "surprise"}}
+    assert set(metrics["excluded"]) == outside and outside
+    assert metrics["n"] == sum(e not in outside for e in emotions)
+    assert {"ua", "wa", "macro_f1", "ece", "per_class", "confusion"} <= set(metrics)
+    assert (tmp_path / "ev" / "confusion.png").stat().st_size > 1000
