@@ -123,10 +123,12 @@ AudioEvent = CallStart | AudioChunk | CallEnd
 
 
 def encode_pcm16(chunk: np.ndarray) -> str:
-    """(C, T) float -> base64 of interleaved little-endian int16."""
-    clipped = np.clip(np.asarray(chunk, dtype=np.float32), -1.0, 1.0)
-    pcm = np.round(clipped.T * 32767.0).astype("<i2")
-    return base64.b64encode(pcm.tobytes()).decode("ascii")
+    """(C, T) float -> base64 of interleaved little-endian int16 (``stages.to_pcm16``: the one
+    float/PCM16 convention, so the Kafka path is bit-identical to offline analysis)."""
+    from callsense.processors.stages import to_pcm16
+
+    pcm = to_pcm16(np.asarray(chunk, dtype=np.float32)).T.astype("<i2")
+    return base64.b64encode(np.ascontiguousarray(pcm).tobytes()).decode("ascii")
 
 
 def decode_pcm16(pcm: str, channels: int, call_id: str | None = None) -> np.ndarray:
@@ -144,8 +146,10 @@ def decode_pcm16(pcm: str, channels: int, call_id: str | None = None) -> np.ndar
             "int16 frames",
             call_id,
         )
+    from callsense.processors.stages import from_pcm16
+
     ints = np.frombuffer(raw, dtype="<i2").reshape(-1, channels).T
-    return (ints.astype(np.float32) / 32767.0).copy()
+    return np.ascontiguousarray(from_pcm16(ints))
 
 
 def _req(d: dict[str, Any], name: str, typ: type | tuple[type, ...], call_id: str | None) -> Any:

@@ -23,6 +23,7 @@ from callsense.processors.events import (  # noqa: E402
     parse_audio_event,
 )
 from callsense.processors.inference import BatchClassifier  # noqa: E402
+from callsense.processors.stages import to_pcm16  # noqa: E402
 from streaming_support import build_call  # noqa: E402
 
 from callsense.settings import Settings  # noqa: E402
@@ -31,7 +32,10 @@ from callsense.settings import Settings  # noqa: E402
 def test_pcm16_round_trip_and_corruption() -> None:
     x = np.array([[0.0, 0.5, -1.0], [1.0, -0.25, 0.1]], np.float32)
     y = decode_pcm16(encode_pcm16(x), 2)
-    assert y.shape == (2, 3) and np.max(np.abs(x - y)) < 1 / 32767
+    assert y.shape == (2, 3) and np.max(np.abs(x - y)) <= 1 / 32768
+    # the one PCM16 convention: the Kafka path gives the pipeline the very same int16 samples
+    z = np.random.default_rng(3).uniform(-1.1, 1.1, (2, 4000)).astype(np.float32)
+    assert np.array_equal(to_pcm16(decode_pcm16(encode_pcm16(z), 2)), to_pcm16(z))
     with pytest.raises(BadEvent, match="not valid base64"):
         decode_pcm16("@@@", 2)
     with pytest.raises(BadEvent, match="whole number"):
