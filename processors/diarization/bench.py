@@ -9,13 +9,15 @@ the stream worker does, ``repeats`` times. Reported per configuration:
   ``rtf_wall_median`` - the same with wall time, which other processes on a shared machine
   inflate (``load_average`` is recorded next to it);
 * ``label_latency_s`` - the configured bound on how late a label becomes final, and
-  ``step_compute_ms`` - p50/p95 wall time of one analysis step, which adds to it;
+  ``step_cpu_ms`` / ``step_wall_ms`` - p50/p95 time of one analysis step, which adds to it;
+* ``state_kb_end_of_stream`` - pickled per-call state (what a worker checkpoints);
 * ``peak_rss_mb`` / ``rss_mb`` - process memory after the runs (models loaded once).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import resource
 import statistics
 import time
@@ -74,6 +76,8 @@ def run(repeats: int = 5, data_dir: Path | None = None) -> dict[str, Any]:
         rtfs: list[float] = []
         cpu_rtfs: list[float] = []
         steps_ms: list[float] = []
+        steps_cpu_ms: list[float] = []
+        state_kb: list[float] = []
         for _ in range(repeats):
             for x in audio:
                 diarizer = StreamingDiarizer(models, DiarizerConfig(**cfg_kw))
@@ -82,9 +86,12 @@ def run(repeats: int = 5, data_dir: Path | None = None) -> dict[str, Any]:
                 for s in range(0, len(x), chunk):
                     before = diarizer.next_step
                     t = time.perf_counter()
+                    c = time.thread_time()
                     diarizer.push(x[s : s + chunk], s)
                     if diarizer.next_step != before:
                         steps_ms.append((time.perf_counter() - t) * 1000)
+                        steps_cpu_ms.append((time.thread_time() - c) * 1000)
+                state_kb.append(len(pickle.dumps(diarizer.to_state())) / 1024)
                 diarizer.flush()
                 rtfs.append((time.perf_counter() - start) / (len(x) / 16000))
                 cpu_rtfs.append((time.thread_time() - cpu_start) / (len(x) / 16000))
@@ -97,8 +104,11 @@ def run(repeats: int = 5, data_dir: Path | None = None) -> dict[str, Any]:
                 "rtf_cpu_max": round(max(cpu_rtfs), 4),
                 "rtf_wall_median": round(statistics.median(rtfs), 4),
                 "rtf_wall_max": round(max(rtfs), 4),
-                "step_compute_ms_p50": round(float(np.percentile(steps_ms, 50)), 1),
-                "step_compute_ms_p95": round(float(np.percentile(steps_ms, 95)), 1),
+                "step_cpu_ms_p50": round(float(np.percentile(steps_cpu_ms, 50)), 1),
+                "step_cpu_ms_p95": round(float(np.percentile(steps_cpu_ms, 95)), 1),
+                "step_wall_ms_p50": round(float(np.percentile(steps_ms, 50)), 1),
+                "step_wall_ms_p95": round(float(np.percentile(steps_ms, 95)), 1),
+                "state_kb_end_of_stream": round(max(state_kb), 1),
                 "streams": len(rtfs),
             }
         )

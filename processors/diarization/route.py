@@ -98,3 +98,55 @@ def route_mono(
             full[c.start_sample : c.start_sample + len(c.samples)] = c.samples
         out[spk] = (role, full)
     return out
+
+
+def diarized_windows(
+    audio: np.ndarray,
+    sr: int,
+    cfg: Any,
+    config: DiarizerConfig | None = None,
+    models: DiarizationModels | None = None,
+    chunk_ms: int = 250,
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Emotion windows of a mono call, per diarized speaker (offline form of the stream).
+
+    ``audio`` is mono (1-D or ``(1, T)``) at ``sr``; ``cfg`` is the stages'
+    :class:`~callsense.processors.stages.StageConfig`. The call is resampled to 16 kHz,
+    streamed through :class:`MonoSpeakerRouter` in ``chunk_ms`` chunks, and each speaker's
+    stream feeds its own :class:`~callsense.processors.stages.SpeakerPipeline` (created when
+    the speaker first appears). Returns ``(windows, speaker info)`` like
+    ``callsense.processors.offline.extract_windows``.
+    """
+    from callsense.models.audio import resample
+    from callsense.processors.stages import SpeakerPipeline
+
+    from .models import load_models
+
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim == 2:
+        if x.shape[0] != 1:
+            raise ValueError(f"diarization is for mono calls, got {x.shape[0]} channels")
+        x = x[0]
+    x = resample(x, int(sr), SAMPLE_RATE)
+    router = MonoSpeakerRouter(models or load_models(), config or DiarizerConfig.from_settings())
+    pipes: dict[str, Any] = {}
+    windows: list[Any] = []
+
+    def feed(chunks: list[SpeakerChunk]) -> None:
+        for c in chunks:
+            if c.speaker_id not in pipes:
+                pipes[c.speaker_id] = SpeakerPipeline(cfg, SAMPLE_RATE, c.speaker_id, c.role)
+            windows.extend(pipes[c.speaker_id].push(c.samples, c.start_sample))
+
+    step = max(1, SAMPLE_RATE * chunk_ms // 1000)
+    for s in range(0, len(x), step):
+        feed(router.push(x[s : s + step], s))
+    feed(router.flush())
+    for pipe in pipes.values():
+        windows.extend(pipe.flush())
+    windows.sort(key=lambda w: (w.end_ms, w.speaker))
+    info = [
+        {"speaker": spk, "role": pipe.role, "channel": None, "talk_time_s": pipe.talk_time_s}
+        for spk, pipe in pipes.items()
+    ]
+    return windows, info
