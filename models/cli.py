@@ -57,6 +57,13 @@ def manifest_cmd(corpus: str, directory: Path, out: Path) -> None:
     help="linear: mean/std stats + logistic regression; attentive: attentive pooling MLP.",
 )
 @click.option("--c", "c_reg", default=0.01, show_default=True, help="Inverse L2 strength (linear).")
+@click.option(
+    "--refit/--no-refit",
+    default=True,
+    show_default=True,
+    help="linear: after the temperature is fitted on validation speakers, refit the "
+    "head on training + validation speakers.",
+)
 @click.option("--epochs", default=40, show_default=True, help="Max epochs (attentive).")
 @click.option("--seeds", default=1, show_default=True, help="Heads per fold (ensembled).")
 @click.option("--seed", default=0, show_default=True)
@@ -91,6 +98,7 @@ def train_cmd(
     variants: str,
     head_kind: str,
     c_reg: float,
+    refit: bool,
     epochs: int,
     seeds: int,
     seed: int,
@@ -138,7 +146,9 @@ def train_cmd(
     fold_list = make_folds(fs, folds, seed)
     t0 = time.time()
     if head_kind == "linear":
-        res = cross_validate_linear(fs, list(ls.labels), fold_list, c_reg, tuple(train_variants))
+        res = cross_validate_linear(
+            fs, list(ls.labels), fold_list, c_reg, tuple(train_variants), refit_train_val=refit
+        )
     else:
         res = cross_validate(fs, list(ls.labels), fold_list, cfg, seeds=seeds)
     res.update(
