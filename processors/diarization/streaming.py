@@ -133,7 +133,6 @@ class StreamingDiarizer:
         in_focus = centers >= cfg.buffer_s - focus_s
         self._weights = np.hamming(self._num_frames) * in_focus
         # chunk sample -> chunk frame index (used to cut each local speaker's audio)
-        centers = seg.grid.center(np.arange(self._num_frames))
         sample_t = (np.arange(self.buffer_samples) + 0.5) / SAMPLE_RATE
         idx = np.searchsorted(centers, sample_t)
         idx = np.clip(idx, 1, self._num_frames - 1)
@@ -150,7 +149,7 @@ class StreamingDiarizer:
         )
         self.prev_start = 0  # start sample of the previous chunk
         self.prev_glob = np.zeros((0, cfg.max_speakers))  # its activities, global labels
-        self.audio = np.zeros(0, dtype=np.float32)  # last keep_samples of the call
+        self.audio = np.zeros(0, dtype=np.int16)  # last keep_samples of the call (PCM16)
         self.audio_end = 0  # absolute sample index just after the last received sample
         self.next_step = self.step_samples  # buffer end of the next analysis step
         self.emitted = 0  # first grid frame not yet final
@@ -186,7 +185,7 @@ class StreamingDiarizer:
     def from_state(cls, models: DiarizationModels, state: dict[str, Any]) -> StreamingDiarizer:
         self = cls(models, DiarizerConfig(**state["config"]))
         self.clustering.load_state(state["clustering"])
-        self.audio = np.asarray(state["audio"], dtype=np.float32)
+        self.audio = np.asarray(state["audio"], dtype=np.int16)
         self.audio_end = int(state["audio_end"])
         self.next_step = int(state["next_step"])
         self.emitted = int(state["emitted"])
@@ -218,16 +217,19 @@ class StreamingDiarizer:
 
     # -- streaming --------------------------------------------------------------------------
     def push(self, samples: np.ndarray, start_sample: int | None = None) -> list[SpeakerSegment]:
-        """Add mono 16 kHz float audio that starts at ``start_sample`` of the call.
+        """Add mono 16 kHz audio (float in [-1, 1] or PCM16) at ``start_sample`` of the call.
 
         Audio already received (a redelivered chunk) is ignored; a gap is filled with silence.
         Returns the speech that became final, attributed to single speakers.
         """
-        samples = np.asarray(samples, dtype=np.float32)
+        samples = np.asarray(samples)
         if samples.ndim != 1:
             raise ValueError(f"mono audio expected, got shape {samples.shape}")
-        if not np.all(np.isfinite(samples)):
-            raise ValueError("audio contains NaN or infinite values")
+        if samples.dtype != np.int16:
+            if not np.all(np.isfinite(samples)):
+                raise ValueError("audio contains NaN or infinite values")
+            # kept as PCM16 (what the audio topic carries): half the state of float32
+            samples = np.clip(np.rint(samples * 32768.0), -32768, 32767).astype(np.int16)
         if start_sample is None:
             start_sample = self.audio_end
         if start_sample < 0:
@@ -238,7 +240,7 @@ class StreamingDiarizer:
             samples = samples[self.audio_end - start_sample :]
         elif start_sample > self.audio_end:
             samples = np.concatenate(
-                [np.zeros(start_sample - self.audio_end, dtype=np.float32), samples]
+                [np.zeros(start_sample - self.audio_end, dtype=np.int16), samples]
             )
         self.audio = np.concatenate([self.audio, samples])[-self.keep_samples :]
         self.audio_end += len(samples)
@@ -273,7 +275,7 @@ class StreamingDiarizer:
         lo = max(start, have_start)
         hi = min(end, self.audio_end)
         if hi > lo:
-            chunk[lo - start : hi - start] = self.audio[lo - have_start : hi - have_start]
+            chunk[lo - start : hi - start] = self.audio[lo - have_start : hi - have_start] / 32768.0
         return chunk
 
     def _analyse(self, end: int) -> None:
@@ -436,7 +438,7 @@ class StreamingDiarizer:
                         SpeakerSegment(
                             self.speaker_id(spk),
                             self.role(spk),
-                            self.audio[a0 - have_start : s1 - have_start].copy(),
+                            self.audio[a0 - have_start : s1 - have_start] / np.float32(32768.0),
                             a0,
                         )
                     )
