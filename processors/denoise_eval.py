@@ -1,13 +1,13 @@
 """Does noise reduction help the emotion model? Measured on RAVDESS, clean and noisy.
 
     python -m callsense.processors.denoise_eval [--data ../shared/data] [--snr 10]
-        [--folds 0,3] [--out processors/results]
+        [--folds 0,3] [--model-dir DIR] [--out processors/results]
 
 A fixed set of RAVDESS utterances (every clip of the chosen cross-validation folds' test actors
 whose emotion maps onto the model's classes) goes through the real stage code
 (:class:`~callsense.processors.stages.SpeakerPipeline`: VAD, windows, with ``noise_reduction``
-off and on) and the shipped model's heads that never saw those actors (see
-:func:`fold_models`), in two conditions:
+off and on) and is scored by a head of the shipped model's configuration that never saw its
+actor (see :func:`fold_models`), in two conditions:
 
 * clean: the recording as is (silence trimmed, 0.5 s of silence on both sides);
 * noisy: the same plus additive noise at ``--snr`` dB relative to the speech (white or pink,
@@ -152,14 +152,21 @@ def hash_seed(src: str) -> int:
     return zlib.crc32(src.encode())
 
 
-def fold_models(model: Any, folds: list[int]) -> list[tuple[Any, list[int]]]:
-    """Speaker-independent views of the shipped ensemble: for each requested fold, the heads
-    trained without that fold's test actors, with those actors.
+def fold_models(
+    model: Any, folds: list[int], data: Path, cache: Path
+) -> list[tuple[Any, list[int]]]:
+    """Speaker-independent views of the shipped model: for each requested fold, a model whose
+    heads never saw that fold's test actors, with those actors.
 
-    The shipped artefact is the ensemble of a 6-fold actor-disjoint cross-validation: heads are
-    stored fold by fold, and fold ``i`` tests RAVDESS actors ``4i+1 .. 4i+4`` (contiguous groups
-    of the sorted actors, ``callsense.models.data.speaker_folds``). Evaluating the whole ensemble
-    on any RAVDESS actor would test on training speakers.
+    * A shipped fold ensemble (``ensemble`` = k × seeds): its heads are stored fold by fold and
+      fold ``i`` tests the i-th contiguous group of sorted actors
+      (``callsense.models.data.speaker_folds``); those heads are used.
+    * A shipped linear head refit on all actors (``training.config.fit`` = all speakers): the fold
+      heads of that very configuration (same encoder features, C, training variants, folds) are
+      re-fitted with the project's training code, ``cross_validate_linear``, on the encoder
+      cache (``var/features``; built on first use).
+
+    Scoring the shipped model itself on RAVDESS would test on its training speakers.
     """
     import ast
 
@@ -169,17 +176,52 @@ def fold_models(model: Any, folds: list[int]) -> list[tuple[Any, list[int]]]:
     if isinstance(training, str):
         training = ast.literal_eval(training)
     n_folds = int(training.get("folds", 0) or 0)
-    if n_folds < 2 or len(model.heads) % n_folds:
+    tcfg = training.get("config") or {}
+    if n_folds >= 2 and len(model.heads) % n_folds == 0:
+        per_fold = len(model.heads) // n_folds
+        actors = list(range(1, 25))
+        return [
+            (
+                EmotionModel(model.backbone, model.heads[i * per_fold : (i + 1) * per_fold],
+                             model.config),
+                actors[round(i * 24 / n_folds) : round((i + 1) * 24 / n_folds)],
+            )
+            for i in folds
+        ]  # fmt: skip
+    if n_folds < 2 or tcfg.get("head") != "stats_linear":
         raise click.ClickException(
-            f"cannot map the model's {len(model.heads)} heads onto {n_folds} folds"
+            f"the model has {len(model.heads)} head(s) and no fold structure to rebuild; "
+            "evaluate a fold ensemble (--model-dir) so no clip is scored by a head trained on "
+            "its actor"
         )
-    per_fold = len(model.heads) // n_folds
-    actors = list(range(1, 25))
+    from callsense.models.audio import TARGET_LEVEL_DBFS
+    from callsense.models.data import read_manifest
+    from callsense.models.features import extract
+    from callsense.models.labels import LabelSet
+    from callsense.models.train import build_featureset, cross_validate_linear, make_folds
+
+    ls = LabelSet.from_dict(model.config["label_set"])
+    window = model.window_samples
+    variants = list(tcfg["train_variants"])
+
+    def loader(its: list, v: str) -> tuple[np.ndarray, np.ndarray]:
+        return extract(its, model.backbone, v, window, TARGET_LEVEL_DBFS, cache)
+
+    items = read_manifest(data / "ravdess" / "MANIFEST.csv")
+    fs, _excluded = build_featureset(
+        items, ls, loader, list(dict.fromkeys(["clean", "tel", *variants]))
+    )
+    fold_list = make_folds(fs, n_folds, 0)
+    res = cross_validate_linear(fs, list(ls.labels), fold_list, float(tcfg["C"]), tuple(variants))
     out = []
     for i in folds:
-        test = actors[round(i * 24 / n_folds) : round((i + 1) * 24 / n_folds)]
-        heads = model.heads[i * per_fold : (i + 1) * per_fold]
-        out.append((EmotionModel(model.backbone, heads, model.config), test))
+        test = res["folds"][i]["test_speakers"]
+        out.append(
+            (
+                EmotionModel(model.backbone, [res["_heads"][i]], model.config),
+                sorted(int(str(t).rsplit("_", 1)[-1]) for t in test),
+            )
+        )
     return out
 
 
@@ -221,7 +263,14 @@ def plot(result: dict[str, Any], path: Path) -> None:
 @click.option("--snr", "snr_db", type=float, default=10.0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=HERE / "results", show_default=True)  # fmt: skip
-def main(data: Path, folds: str, snr_db: float, out: Path) -> None:
+@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Fold ensemble to evaluate (default: the configured model).")  # fmt: skip
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("var/features"), show_default=True,
+              help="Encoder hidden-state cache of the training code.")  # fmt: skip
+def main(
+    data: Path, folds: str, snr_db: float, out: Path, model_dir: Path | None, cache: Path
+) -> None:
     """Emotion accuracy with noise reduction off/on, on clean and noisy RAVDESS speech."""
     import torch
     from callsense.models import EmotionModel
@@ -230,9 +279,10 @@ def main(data: Path, folds: str, snr_db: float, out: Path) -> None:
 
     torch.set_num_threads(1)
     settings = get_settings()
-    model = EmotionModel.load(settings.model_dir, threads=1)
+    model_dir = model_dir or settings.model_dir
+    model = EmotionModel.load(model_dir, threads=1)
     fold_ids = [int(f) for f in folds.split(",")]
-    views = fold_models(model, fold_ids)
+    views = fold_models(model, fold_ids, data, cache)
     base = StageConfig.from_settings(settings)
     sets = []  # (fold model, clean clips, noisy clips)
     for m, ids in views:
@@ -264,8 +314,9 @@ def main(data: Path, folds: str, snr_db: float, out: Path) -> None:
     keep = d_clean >= 0 and d_noisy >= 0
     result = {
         "protocol": __doc__.strip().splitlines()[0],
-        "model_dir": settings.model_dir.name,
-        "model_heads_sha256": _sha256(settings.model_dir / "heads.pt")[:16],
+        "model_config": {k: model.config.get(k) for k in ("encoder", "head", "ensemble")},
+        "model_heads_sha256": _sha256(model_dir / "heads.pt")[:16],
+        "shipped_model_heads_sha256": _sha256(settings.model_dir / "heads.pt")[:16],
         "labels": list(model.labels),
         "folds": fold_ids,
         "actors": [f"ravdess_{a:02d}" for _m, ids in views for a in ids],
