@@ -15,6 +15,7 @@ which the database then ignores (unique call, speaker, start_ms).
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,6 +35,10 @@ from callsense.processors.events import (
 log = logging.getLogger(__name__)
 
 STAGE = "processor"
+#: chunks held while waiting for a missing seq before it is given up (16 s at 250 ms)
+MAX_REORDER = 64
+#: seconds a call_end waits for missing chunks before the call is ended without them
+END_WAIT_S = 30.0
 
 
 @dataclass
@@ -65,6 +70,11 @@ class CallContext:
         self.total_samples = 0  # at the call's input rate, end of the furthest chunk seen
         self.ended = False
         self.ended_ts: float | None = None
+        # reorder buffer: seq -> raw chunk JSON (None = dead-lettered), and a call_end that
+        # arrived before all of its chunks (brokers may redeliver out of order after recovery)
+        self.waiting: dict[str, str | None] = {}
+        self.end_event: dict[str, Any] | None = None
+        self.end_waiting_since: float | None = None
         self.pipelines: dict[str, Any] = {}
         self.smoothers: dict[str, Any] = {}
 
@@ -76,7 +86,12 @@ class CallContext:
             "total_samples": self.total_samples,
             "ended": self.ended,
         }
-        if not self.ended:  # an ended call keeps only what recognises replays
+        if not self.ended:
+            d["waiting"] = dict(self.waiting)
+            d["end_event"] = self.end_event
+            d["end_waiting_since"] = (
+                self.end_waiting_since
+            )  # an ended call keeps only what recognises replays
             d["pipelines"] = {k: p.to_state() for k, p in self.pipelines.items()}
             d["smoothers"] = {k: s.state() for k, s in self.smoothers.items()}
         return d
@@ -118,6 +133,9 @@ class CallProcessor:
         ctx.next_seq = int(state["next_seq"])
         ctx.total_samples = int(state.get("total_samples", 0))
         ctx.ended = bool(state.get("ended"))
+        ctx.waiting = dict(state.get("waiting") or {})
+        ctx.end_event = state.get("end_event")
+        ctx.end_waiting_since = state.get("end_waiting_since")
         if not ctx.ended:
             ctx.pipelines = {
                 k: SpeakerPipeline.from_state(self.cfg, v)
@@ -204,59 +222,44 @@ class CallProcessor:
                 elif isinstance(ev, AudioChunk):
                     if ctx is None:
                         dead(msg, f"chunk for unknown call {cid!r} (no call_start seen)", cid)
-                    elif ev.seq < ctx.next_seq:
+                    elif ev.seq < ctx.next_seq or str(ev.seq) in ctx.waiting:
                         res.stats["duplicates"] += 1
                     elif ctx.ended:
                         dead(msg, f"chunk seq {ev.seq} after call_end of {cid!r}", cid)
-                    elif ev.sample_rate != ctx.start.sample_rate:
-                        dead(
-                            msg,
-                            f"sample rate changed mid-call: chunk seq {ev.seq} is "
-                            f"{ev.sample_rate} Hz, call started at {ctx.start.sample_rate} Hz",
-                            cid,
-                        )
-                    elif ev.channels != ctx.start.channels:
-                        dead(
-                            msg,
-                            f"channel count changed mid-call: chunk seq {ev.seq} has "
-                            f"{ev.channels}, call started with {ctx.start.channels}",
-                            cid,
-                        )
                     else:
-                        audio = ev.samples()  # BadEvent when corrupt
                         touch(ctx)
-                        windows = pending.setdefault(cid, [])
-                        for spk, _role, ch in ctx.speakers:
-                            mono = audio[ch] if ch is not None else audio.mean(axis=0)
-                            windows.extend(ctx.pipelines[spk].push(mono, ev.start_sample))
-                        ctx.next_seq = ev.seq + 1
-                        ctx.total_samples = max(ctx.total_samples, ev.start_sample + audio.shape[1])
-                        res.stats["chunks"] += 1
+                        reason = self._check(ctx, ev)
+                        if reason:
+                            dead(msg, reason, cid)
+                        raw = msg.value.decode() if isinstance(msg.value, bytes) else msg.value
+                        ctx.waiting[str(ev.seq)] = None if reason else raw
+                        if ev.seq > ctx.next_seq:
+                            res.stats["reordered"] += 1
+                        self._drain(ctx, pending, after, res, force=False)
                 elif isinstance(ev, CallEnd):
                     if ctx is None:
                         dead(msg, f"call_end for unknown call {cid!r}", cid)
-                    elif ctx.ended:
+                    elif ctx.ended or ctx.end_event is not None:
                         res.stats["duplicates"] += 1
                     else:
                         touch(ctx)
-                        windows = pending.setdefault(cid, [])
-                        talk: dict[str, float] = {}
-                        for spk, _role, _ch in ctx.speakers:
-                            pipe = ctx.pipelines[spk]
-                            windows.extend(pipe.flush())
-                            talk[spk] = float(pipe.talk_time_s)
-                        duration = ctx.total_samples / float(ctx.start.sample_rate)
-                        ctx.ended = True
-                        ctx.ended_ts = ev.ts
-                        after.setdefault(cid, []).append(
-                            call_ended_event(cid, duration, talk, ev.ts)
-                        )
-                        res.stats["calls_ended"] += 1
+                        ctx.end_event = asdict(ev)
+                        ctx.end_waiting_since = time.time()
+                        self._drain(ctx, pending, after, res, force=False)
             except BadEvent as exc:
                 dead(msg, exc.reason, cid)
             except Exception as exc:  # a stage failed on this input: keep the others going
                 log.exception("stage error on call %s", cid)
                 dead(msg, f"stage error: {type(exc).__name__}: {exc}", cid)
+
+        # a call_end still missing chunks long after it arrived: end with what is there
+        now = time.time()
+        for ctx in list(self.live.values()):
+            since = ctx.end_waiting_since
+            if not ctx.ended and since is not None and now - since > END_WAIT_S:
+                log.warning("call %s: ending without missing chunks", ctx.start.call_id)
+                touch(ctx)
+                self._drain(ctx, pending, after, res, force=True)
 
         # one batched inference over every call of the micro-batch
         cids = [c for c in order if pending.get(c)]
@@ -275,3 +278,88 @@ class CallProcessor:
                 ctx.pipelines.clear()
                 ctx.smoothers.clear()
         return res
+
+    # ---------------------------------------------------------------- chunk helpers
+    def _check(self, ctx: CallContext, ev: AudioChunk) -> str | None:
+        """Why this chunk cannot be used (None if it can)."""
+        if ev.sample_rate != ctx.start.sample_rate:
+            return (
+                f"sample rate changed mid-call: chunk seq {ev.seq} is {ev.sample_rate} Hz, "
+                f"call started at {ctx.start.sample_rate} Hz"
+            )
+        if ev.channels != ctx.start.channels:
+            return (
+                f"channel count changed mid-call: chunk seq {ev.seq} has {ev.channels}, "
+                f"call started with {ctx.start.channels}"
+            )
+        try:
+            ev.samples()
+        except BadEvent as exc:
+            return exc.reason
+        return None
+
+    def _drain(
+        self,
+        ctx: CallContext,
+        pending: dict[str, list[Any]],
+        after: dict[str, list[dict[str, Any]]],
+        res: BatchResult,
+        force: bool,
+    ) -> None:
+        """Feed the waiting chunks in seq order; end the call once all its chunks are in.
+
+        ``force`` (or more than ``MAX_REORDER`` chunks waiting) skips over missing seqs.
+        """
+        cid = ctx.start.call_id
+        windows = pending.setdefault(cid, [])
+        while True:
+            key = str(ctx.next_seq)
+            if key in ctx.waiting:
+                raw = ctx.waiting.pop(key)
+                if raw is not None:
+                    self._push(ctx, parse_audio_event(raw), windows)  # type: ignore[arg-type]
+                    res.stats["chunks"] += 1
+                ctx.next_seq += 1
+                continue
+            end = ctx.end_event
+            last = int(end["last_seq"]) if end is not None else 0
+            if end is not None and (ctx.next_seq > last or (last < 0 and not ctx.waiting)):
+                # last_seq < 0: the producer did not say how many chunks there were
+                self._finish(ctx, windows, after, res)
+                return
+            if ctx.waiting and (force or len(ctx.waiting) > MAX_REORDER):
+                nxt = min(int(k) for k in ctx.waiting)
+                log.warning("call %s: chunks %d..%d never arrived", cid, ctx.next_seq, nxt - 1)
+                res.stats["missing_chunks"] += nxt - ctx.next_seq
+                ctx.next_seq = nxt
+                continue
+            if force and end is not None:
+                self._finish(ctx, windows, after, res)
+            return
+
+    def _push(self, ctx: CallContext, ev: AudioChunk, windows: list[Any]) -> None:
+        audio = ev.samples()
+        for spk, _role, ch in ctx.speakers:
+            mono = audio[ch] if ch is not None else audio.mean(axis=0)
+            windows.extend(ctx.pipelines[spk].push(mono, ev.start_sample))
+        ctx.total_samples = max(ctx.total_samples, ev.start_sample + audio.shape[1])
+
+    def _finish(
+        self,
+        ctx: CallContext,
+        windows: list[Any],
+        after: dict[str, list[dict[str, Any]]],
+        res: BatchResult,
+    ) -> None:
+        cid = ctx.start.call_id
+        talk: dict[str, float] = {}
+        for spk, _role, _ch in ctx.speakers:
+            pipe = ctx.pipelines[spk]
+            windows.extend(pipe.flush())
+            talk[spk] = float(pipe.talk_time_s)
+        duration = ctx.total_samples / float(ctx.start.sample_rate)
+        ts = float((ctx.end_event or {}).get("ts", 0.0))
+        ctx.ended, ctx.ended_ts = True, ts
+        ctx.waiting.clear()
+        after.setdefault(cid, []).append(call_ended_event(cid, duration, talk, ts))
+        res.stats["calls_ended"] += 1

@@ -41,7 +41,7 @@ def _interleaved_messages(calls: list[dict[str, Any]], chunk_ms: int, tag: str) 
         msgs = [CallStart(cid, sr, audio.shape[0], int(c.get("agent_channel", 0))).to_json()]
         msgs += [AudioChunk.from_array(cid, s, st, sr, x).to_json()
                  for s, st, x in chunk_audio(audio, sr, chunk_ms)]  # fmt: skip
-        msgs.append(CallEnd(cid, -1, audio.shape[1]).to_json())
+        msgs.append(CallEnd(cid, len(msgs) - 2, audio.shape[1]).to_json())
         per_call.append([Incoming(m, cid.encode()) for m in msgs])
     out = []
     for i in range(max(len(m) for m in per_call)):  # round-robin = calls in flight together
