@@ -141,6 +141,7 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
     dirty: dict[str, dict[str, Any]] = {}  # call id -> newest state not yet checkpointed
     partition_of: dict[str, int] = {}  # call id -> its partition (= its changelog partition)
     ckpt_lock = asyncio.Lock()
+    batch_lock = asyncio.Lock()  # one state-machine step at a time (agent batches, timer)
     last_ckpt = [time.monotonic()]
 
     async def send_all(topic: Any, events: list[dict[str, Any]]) -> None:
@@ -184,6 +185,10 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
                 _fatal("audio batch failed")
 
     async def _process_batch(events: list[Any]) -> None:
+        async with batch_lock:
+            await _step(events)
+
+    async def _step(events: list[Any]) -> None:
         batch = [
             Incoming(
                 e.message.value, e.message.key, e.message.topic, e.message.partition,
@@ -210,6 +215,11 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
 
     @app.timer(max(settings.state_checkpoint_ms, 100) / 1000.0)
     async def checkpoint_idle() -> None:
+        try:  # an empty step ends calls whose call_end waited too long for missing chunks
+            async with batch_lock:
+                await _step([])
+        except Exception:
+            _fatal("idle step failed")
         if (dirty or held) and time.monotonic() - last_ckpt[
             0
         ] >= settings.state_checkpoint_ms / 1e3:
