@@ -125,6 +125,7 @@ def train_cmd(
         fit_linear,
         make_folds,
         plot_curves,
+        plot_folds,
     )
 
     torch.set_num_threads(1)
@@ -162,6 +163,7 @@ def train_cmd(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_results(res, out_dir / "cv.json")
+    plot_folds(res, out_dir / "folds.png", f"{ls.name}: UA per test fold")
     if res["histories"]:
         plot_curves(res["histories"], out_dir / "curves.png", f"{ls.name}: {folds}-fold training")
     for v, s in res["summary"].items():

@@ -405,3 +405,30 @@ def _summarise(
             "pooled": pooled,
         }
     return summary
+
+
+def plot_folds(results: dict[str, Any], out: Path, title: str) -> None:
+    """Per-fold UA for each test variant (bars) with the mean (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = list(results["summary"])
+    folds = results["folds"]
+    width = 0.8 / max(1, len(variants))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for k, v in enumerate(variants):
+        xs = np.arange(len(folds)) + k * width
+        ax.bar(xs, [100 * f[v]["ua"] for f in folds], width, label=v)
+        mean = 100 * results["summary"][v]["ua_mean"]
+        ax.axhline(mean, ls="--", lw=1, color=f"C{k}", label=f"{v} mean {mean:.1f}")
+    ax.set_xticks(np.arange(len(folds)) + width * (len(variants) - 1) / 2)
+    ax.set_xticklabels([f"fold {f['fold']}" for f in folds])
+    ax.set_ylabel("UA %")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
