@@ -75,14 +75,14 @@ def test_live_pipeline_in_the_browser(dashboard_factory, database_url: str, tmp_
             wait(count, timeout=90, what="first windows of the streaming call on screen")
             seen = [count()]
             t_end = time.monotonic() + 120
-            alert = None
+            alert: str | None = None  # the alert's text (elements go stale on re-render)
             while time.monotonic() < t_end and alert is None:
                 try:
                     n = count()
                     if n != seen[-1]:
                         seen.append(n)
                     items = driver.find_elements(By.CSS_SELECTOR, f"{card} .alert-item")
-                    alert = items[0] if items else None
+                    alert = items[0].text if items else None
                 except Exception:  # re-render in progress
                     pass
                 time.sleep(0.1)
@@ -95,7 +95,7 @@ def test_live_pipeline_in_the_browser(dashboard_factory, database_url: str, tmp_
             assert alert is not None, (
                 f"no alert on the live card within 120 s; worker log tail:\n{worker.log()[-3000:]}"
             )
-            assert "customer_anger" in alert.text or "negative_sustained" in alert.text
+            assert "customer_anger" in alert or "negative_sustained" in alert
             time.sleep(2)
             driver.save_screenshot(str(tmp_path / "dashboard-live.png"))
 
