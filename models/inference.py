@@ -152,6 +152,13 @@ class EmotionModel:
     ) -> np.ndarray:
         """Calibrated class probabilities (B, C) for B windows; rows sum to 1."""
         xs, lens, owner = self._to_windows(windows, sample_rate)
+        if self.int8:
+            # Dynamic quantisation takes its activation scales from the whole input tensor, so
+            # a window's int8 result would depend on the windows batched with it (the stream
+            # batches across calls, offline analysis per file). One window per forward keeps
+            # every result independent of its batch; batching does not speed up int8 here
+            # anyway (`callsense bench model`: 34 ms at batch 1 vs 40 ms per window at 16).
+            batch_size = 1
         logits = []
         for s in range(0, len(xs), batch_size):
             logits.append(

@@ -151,6 +151,16 @@ def test_int8_path_close_to_fp32(shared_data: Path, model: EmotionModel) -> None
     assert agree >= 0.8, agree
 
 
+def test_int8_result_does_not_depend_on_batch_company(shared_data: Path) -> None:
+    """The stream batches windows across calls, offline analysis per file: a window's int8
+    probabilities must not change with the windows it shares a batch with."""
+    q = EmotionModel.load(int8=True)
+    xs, _ = _real_clips(shared_data, q)
+    alone = np.concatenate([q.predict([x], 16000) for x in xs[:6]])
+    together = q.predict(xs[:6], 16000)
+    np.testing.assert_array_equal(alone, together)
+
+
 def test_evaluate_cli_reports_excluded_labels(shared_data: Path, tmp_path: Path) -> None:
     import json
 
