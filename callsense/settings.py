@@ -175,14 +175,6 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'callsense.db').resolve()}"
 
-    @property
-    def window_samples(self) -> int:
-        return int(round(self.window_s * self.sample_rate))
-
-    @property
-    def hop_samples(self) -> int:
-        return int(round(self.hop_s * self.sample_rate))
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
