@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     agent_channel: int = Field(0, ge=0, le=1, description="Stereo channel that carries the agent.")
 
     # --- diarization (mono calls) ---------------------------------------------------------
+    diarization_mono: bool = Field(
+        True,
+        description="Split mono calls into speakers with the streaming diarizer (false: a "
+        "mono call is one speaker 'spk0' of unknown role).",
+    )
     diarization_latency_s: float = Field(
         2.5,
         ge=1.0,

@@ -69,11 +69,19 @@ def load_call_audio(path: str | Path) -> tuple[np.ndarray, int]:
 
 
 def extract_windows(
-    audio: np.ndarray, sr: int, cfg: StageConfig, agent_channel: int = 0
+    audio: np.ndarray, sr: int, cfg: StageConfig, agent_channel: int = 0, diarize: bool = False
 ) -> tuple[list[Window], list[dict[str, Any]]]:
-    """Stage part of the analysis (no model): windows in stream order + per-speaker info."""
+    """Stage part of the analysis (no model): windows in stream order + per-speaker info.
+
+    ``diarize``: a mono call is split into speakers by the streaming diarizer first
+    (docs/diarization.md); stereo calls always keep one speaker per channel.
+    """
     from tqdm import tqdm
 
+    if diarize and audio.shape[0] == 1:
+        from callsense.processors.diarization.route import diarized_windows
+
+        return diarized_windows(audio, sr, cfg)
     speakers = speakers_for(audio.shape[0], agent_channel)
     pipes = [(SpeakerPipeline(cfg, sr, spk, role), ch or 0) for spk, role, ch in speakers]
     windows: list[Window] = []
@@ -102,7 +110,9 @@ def analyze_audio(
     source: str = "",
 ) -> Analysis:
     cfg = StageConfig.from_settings(settings)
-    windows, info = extract_windows(audio, sr, cfg, agent_channel)
+    windows, info = extract_windows(
+        audio, sr, cfg, agent_channel, diarize=settings.diarization_mono
+    )
     if model is None:
         from callsense.models import EmotionModel
 
