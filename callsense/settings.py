@@ -102,9 +102,10 @@ class Settings(BaseSettings):
 
     # --- diarization (mono calls) ---------------------------------------------------------
     diarization_mono: bool = Field(
-        True,
-        description="Split mono calls into speakers with the streaming diarizer (false: a "
-        "mono call is one speaker 'spk0' of unknown role).",
+        False,
+        description="Diarize mono calls in offline analysis (analyze, upload page). Off by "
+        "default: the stream worker does not diarize yet, and both paths must agree; off, a "
+        "mono call is one speaker 'spk0' of unknown role.",
     )
     diarization_latency_s: float = Field(
         2.5,

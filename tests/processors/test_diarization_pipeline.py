@@ -33,7 +33,7 @@ def call_turns(shared_data: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
 def settings():
     from callsense.settings import Settings
 
-    s = Settings()
+    s = Settings(diarization_mono=True)  # off by default until the stream worker diarizes
     if not (s.model_dir / "model.json").is_file():
         pytest.fail(f"no emotion model artefact at {s.model_dir}")
     return s

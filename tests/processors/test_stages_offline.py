@@ -152,8 +152,8 @@ def test_analyze_csv_and_table_agree_with_json(stereo_call: Path, shipped_model:
 def test_analyze_mono_ogg_at_another_rate(
     shared_data: Path, tmp_path: Path, shipped_model: Path
 ) -> None:
-    """A mono OGG/Vorbis file at 22.05 kHz: diarized to one speaker (the agent, by the default
-    role rule), windows in call time."""
+    """A mono OGG/Vorbis file at 22.05 kHz: one speaker of unknown role (mono diarization is
+    off by default, as in the stream), windows in call time."""
     from callsense.models.audio import resample
 
     x = np.concatenate(_clips(shared_data, "ravdess_03", ("angry",), 3))
@@ -164,7 +164,7 @@ def test_analyze_mono_ogg_at_another_rate(
     doc = json.loads(res.output)
     assert doc["channels"] == 1 and doc["sample_rate"] == 22050
     assert [(s["speaker"], s["role"], s["channel"]) for s in doc["speakers"]] == [
-        ("spk0", "agent", None)
+        ("spk0", "unknown", None)
     ]
     wins = doc["speakers"][0]["windows"]
     assert len(wins) >= 3 and wins[-1]["end_ms"] <= doc["duration_s"] * 1000
