@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from datetime import UTC, datetime
@@ -131,7 +132,10 @@ def seed(sf: Any) -> None:
 def chrome_driver(tmp_path: Path) -> Any:
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver:
-        pytest.skip("Debian chromium + chromium-driver not installed (make system-deps)")
+        reason = "Debian chromium + chromium-driver not installed (make system-deps)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)  # make test installs them: a missing browser is a CI failure
+        pytest.skip(reason)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -289,7 +289,7 @@ def model() -> Any:
 
     model_dir = Settings().model_dir
     if not (model_dir / "model.json").is_file():
-        pytest.skip(f"no emotion model artefact at {model_dir}")
+        pytest.fail(f"no emotion model artefact at {model_dir} (the repository ships one)")
     return EmotionModel.load(model_dir, threads=1)
 
 

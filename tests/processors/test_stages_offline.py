@@ -101,7 +101,7 @@ def shipped_model() -> Path:
 
     model_dir = Settings().model_dir
     if not (model_dir / "model.json").is_file():
-        pytest.skip(f"no emotion model artefact at {model_dir} yet")
+        pytest.fail(f"no emotion model artefact at {model_dir} (the repository ships one)")
     return model_dir
 
 
