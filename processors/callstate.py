@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 STAGE = "processor"
 #: chunks held while waiting for a missing seq before it is given up (16 s at 250 ms)
 MAX_REORDER = 64
+#: bytes of raw chunks held while waiting. The buffer is part of the call's checkpoint, which
+#: must stay below the producer's 1 MB message limit together with the pipelines (~0.2 MB per
+#: speaker): a 250 ms 16 kHz stereo chunk is ~21.5 kB, so 64 of them would be 1.4 MB, and a
+#: restarted worker once crashed on a 1.26 MB checkpoint (and would crash again on replay).
+MAX_REORDER_BYTES = 480_000
+#: what a checkpoint may weigh (Kafka's default max.message.bytes / producer request size)
+CHECKPOINT_LIMIT_BYTES = 1_000_000
 #: seconds a call_end waits for missing chunks before the call is ended without them
 END_WAIT_S = 30.0
 
@@ -327,7 +334,9 @@ class CallProcessor:
                 # last_seq < 0: the producer did not say how many chunks there were
                 self._finish(ctx, windows, after, res)
                 return
-            if ctx.waiting and (force or len(ctx.waiting) > MAX_REORDER):
+            held = sum(len(raw) for raw in ctx.waiting.values() if raw)
+            too_many = len(ctx.waiting) > MAX_REORDER or held > MAX_REORDER_BYTES
+            if ctx.waiting and (force or too_many):
                 nxt = min(int(k) for k in ctx.waiting)
                 log.warning("call %s: chunks %d..%d never arrived", cid, ctx.next_seq, nxt - 1)
                 res.stats["missing_chunks"] += nxt - ctx.next_seq

@@ -184,3 +184,26 @@ def test_out_of_order_redelivery_gives_the_same_windows(
     assert _windows(outputs) == _windows(straight.outputs)
     assert [o["kind"] for o in outputs].count("call_ended") == 1
     assert outputs[-1]["kind"] == "call_ended"
+
+
+def test_reorder_buffer_is_bounded_in_bytes(
+    shared_data: Path, tmp_path: Path, classifier: BatchClassifier, monkeypatch
+) -> None:
+    """The reorder buffer is part of the call's checkpoint, which must stay below the largest
+    message the worker may produce: past MAX_REORDER_BYTES the missing chunk is given up (a
+    gap of silence, counted) instead of growing the checkpoint."""
+    from callsense.processors import callstate
+
+    limit = callstate.CHECKPOINT_LIMIT_BYTES
+    assert callstate.MAX_REORDER_BYTES <= limit // 2  # room for the pipelines
+    path = build_call(shared_data, tmp_path / "c.wav", left=("ravdess_07", "neutral", ""),
+                      right=("ravdess_08", "angry", "strong"), clips=1)  # fmt: skip
+    msgs = _messages(path, "c3")
+    chunk_bytes = len(msgs[2].value)
+    monkeypatch.setattr(callstate, "MAX_REORDER_BYTES", 3 * chunk_bytes)
+    p = CallProcessor(Settings(), classifier)
+    res = p.process([msgs[0], *msgs[2:7]], {})  # chunk seq 0 never arrives
+    state = res.states["c3"]
+    assert res.stats["missing_chunks"] == 1
+    assert state["next_seq"] == 6 and not state["waiting"]
+    assert len(json.dumps(state)) < limit
