@@ -205,6 +205,17 @@ class HookReceiver:
         self.server.server_close()
 
 
+def click(driver: Any, by: str, selector: str, timeout: float = 15.0) -> None:
+    """Click an element of a page that Dash re-renders every poll: find and click again when
+    the element went stale between the two."""
+
+    def attempt() -> bool:
+        driver.find_element(by, selector).click()
+        return True
+
+    wait(attempt, timeout=timeout, what=f"click on {selector}")
+
+
 def acknowledge_on_card(driver: Any, card: str, user: str = "supervisor") -> None:
     """Click the card's Acknowledge button (again if a re-render swallowed the click) until the
     card says who acknowledged."""

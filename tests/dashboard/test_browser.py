@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # dash_support (importlib mode)
-from dash_support import HookReceiver, acknowledge_on_card, window_row  # noqa: E402
+from dash_support import HookReceiver, acknowledge_on_card, click, window_row  # noqa: E402
 from dash_support import chrome_driver as _driver  # noqa: E402
 from dash_support import wait as _wait  # noqa: E402
 
@@ -174,7 +174,7 @@ def test_live_view_alert_ack_and_history(dashboard_factory, tmp_path: Path) -> N
         _wait(lambda: driver.find_element(By.CSS_SELECTOR, card), what="live view again")
 
         # the call page: per-speaker trajectories, uncertain markers, the alert marker
-        driver.find_element(By.LINK_TEXT, CALL).click()
+        click(driver, By.LINK_TEXT, CALL)  # the live card re-renders every poll
         _wait(
             lambda: (
                 len(driver.find_elements(By.CSS_SELECTOR, "#call-graph .scatterlayer"))

@@ -23,7 +23,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # dash_support (importlib mode)
 sys.path.insert(0, str(HERE.parent / "processors"))  # streaming_support
-from dash_support import acknowledge_on_card, chrome_driver, wait  # noqa: E402
+from dash_support import acknowledge_on_card, chrome_driver, click, wait  # noqa: E402
 from streaming_support import REPO_ROOT, Worker, base_env, db_scalar  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -108,7 +108,7 @@ def test_live_pipeline_in_the_browser(dashboard_factory, database_url: str, tmp_
                                    c=CALL) == "ended", timeout=400, what="call ended")  # fmt: skip
             print(f"call ended in the database {time.monotonic() - t0:.0f} s after ingest began")
             driver.find_element(By.LINK_TEXT, "Live").click()
-            driver.find_element(By.CSS_SELECTOR, f'a[href="/call/{CALL}"]').click()
+            click(driver, By.CSS_SELECTOR, f'a[href="/call/{CALL}"]')  # live card re-renders
             wait(lambda: "(customer)" in driver.find_element(By.ID, "call-graph").text,
                  timeout=20, what="call page")  # fmt: skip
             driver.set_window_size(1500, 1250)
