@@ -51,10 +51,18 @@ def manifest_cmd(corpus: str, directory: Path, out: Path) -> None:
 @click.option(
     "--head",
     "head_kind",
-    type=click.Choice(["linear", "attentive"]),
-    default="linear",
+    type=click.Choice(["refnorm", "linear", "attentive"]),
+    default="refnorm",
     show_default=True,
-    help="linear: mean/std stats + logistic regression; attentive: attentive pooling MLP.",
+    help="refnorm: mean/std stats + logistic regression with per-speaker neutral-reference "
+    "normalisation (see models/speaker_norm.py); linear: the same without it; attentive: "
+    "attentive pooling MLP.",
+)
+@click.option(
+    "--prior",
+    default=4.0,
+    show_default=True,
+    help="refnorm: pseudo-windows of the training neutral mean in each speaker's reference.",
 )
 @click.option("--c", "c_reg", default=0.01, show_default=True, help="Inverse L2 strength (linear).")
 @click.option(
@@ -97,6 +105,7 @@ def train_cmd(
     layers: str,
     variants: str,
     head_kind: str,
+    prior: float,
     c_reg: float,
     refit: bool,
     epochs: int,
@@ -121,6 +130,7 @@ def train_cmd(
         build_featureset,
         cross_validate,
         cross_validate_linear,
+        cross_validate_refnorm,
         dump_results,
         fit_linear,
         make_folds,
@@ -146,7 +156,11 @@ def train_cmd(
     cfg = TrainConfig(epochs=epochs, seed=seed, train_variants=tuple(train_variants))
     fold_list = make_folds(fs, folds, seed)
     t0 = time.time()
-    if head_kind == "linear":
+    if head_kind == "refnorm":
+        res = cross_validate_refnorm(
+            fs, list(ls.labels), fold_list, c_reg, tuple(train_variants), prior
+        )
+    elif head_kind == "linear":
         res = cross_validate_linear(
             fs, list(ls.labels), fold_list, c_reg, tuple(train_variants), refit_train_val=refit
         )
@@ -186,7 +200,25 @@ def train_cmd(
     if save_model:
         heads = res["_heads"]
         training_cfg = cfg.to_dict()
-        if head_kind == "linear":
+        if head_kind == "refnorm":
+            from callsense.models.speaker_norm import fit_refnorm_head
+
+            heads = [
+                fit_refnorm_head(
+                    res["_pooled"],
+                    np.arange(len(fs.y)),
+                    fs.y,
+                    fs.speakers,
+                    heads[0].hparams["n_layers"],
+                    len(ls.labels),
+                    res["_reference"],
+                    c_reg,
+                    prior,
+                    train_variants,
+                )
+            ]
+            training_cfg = {**res["config"], "fit": "all speakers; temperature = mean over folds"}
+        elif head_kind == "linear":
             pooled = res["_pooled"]
             x = np.concatenate([pooled[v] for v in train_variants])
             y = np.concatenate([fs.y] * len(train_variants))
@@ -242,8 +274,23 @@ def train_cmd(
 )
 @click.option("--int8", is_flag=True, help="Use the int8 encoder path.")
 @click.option("--speakers", default="", help="Only these speakers (comma separated).")
+@click.option(
+    "--speaker-history/--no-speaker-history",
+    default=True,
+    show_default=True,
+    help="Models with per-speaker normalisation: classify each speaker's clips as one causal "
+    "stream (random order, --seed); off = every clip as its speaker's first.",
+)
+@click.option("--seed", default=0, show_default=True, help="Order of each speaker's clips.")
 def evaluate_cmd(
-    manifest: Path, model_dir: Path | None, out_dir: Path, channel: str, int8: bool, speakers: str
+    manifest: Path,
+    model_dir: Path | None,
+    out_dir: Path,
+    channel: str,
+    int8: bool,
+    speakers: str,
+    speaker_history: bool,
+    seed: int,
 ) -> None:
     """Evaluate a model on any manifest: UA, WA, macro-F1, per-class P/R/F1, confusion, ECE."""
     import torch
@@ -258,7 +305,9 @@ def evaluate_cmd(
     if speakers:
         keep = set(_csv_list(speakers))
         items = [it for it in items if it.speaker in keep]
-    metrics = evaluate_items(model, items, channel=channel)
+    metrics = evaluate_items(
+        model, items, channel=channel, speaker_history=speaker_history, seed=seed
+    )
     metrics["manifest"] = str(manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(metrics, out_dir / "metrics.json")

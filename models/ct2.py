@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import struct
 from dataclasses import dataclass
 from importlib import resources
@@ -156,7 +157,9 @@ def whisper_base_path(cache_dir: str | Path | None = None) -> Path:
     if out.is_file() and out.stat().st_size == total:
         return out
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
+    # one temporary file per process: workers starting together on a fresh host join the parts
+    # concurrently, and the atomic rename lets the last one win with identical bytes
+    tmp = out.with_suffix(f".tmp{os.getpid()}")
     with open(tmp, "wb") as dst:
         for p in parts:
             with open(p, "rb") as src:

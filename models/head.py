@@ -93,6 +93,10 @@ class StatsLinearHead(nn.Module):
 
 def build_head(hparams: dict) -> nn.Module:
     hp = dict(hparams)
+    if hp.get("kind") == "stats_linear_refnorm":
+        from callsense.models.speaker_norm import RefNormLinearHead
+
+        return RefNormLinearHead(**hp)
     if hp.get("kind", "attentive") == "stats_linear":
         return StatsLinearHead(**hp)
     hp.pop("kind", None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,27 @@ class EmotionModel:
             self.backbone = torch.ao.quantization.quantize_dynamic(
                 self.backbone, {torch.nn.Linear}, dtype=torch.qint8
             )
+
+    @property
+    def uses_speaker_state(self) -> bool:
+        """True when the model normalises each speaker against their own history
+        (:mod:`callsense.models.speaker_norm`); callers then keep one state per speaker."""
+        return getattr(self.heads[0], "hparams", {}).get("kind") == "stats_linear_refnorm"
+
+    def new_speaker_state(self) -> Any:
+        """A fresh per-speaker state (None when the model keeps none)."""
+        if not self.uses_speaker_state:
+            return None
+        from callsense.models.speaker_norm import ReferenceNormalizer
+
+        return ReferenceNormalizer(self.heads[0].feature_dim)
+
+    def speaker_state_from(self, d: dict[str, Any] | None) -> Any:
+        if d is None or not self.uses_speaker_state:
+            return None
+        from callsense.models.speaker_norm import ReferenceNormalizer
+
+        return ReferenceNormalizer.from_state(d)
 
     @property
     def window_samples(self) -> int:
@@ -137,40 +159,88 @@ class EmotionModel:
                 owner.append(i)
         return xs, lens, owner
 
-    def logits(self, audio: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Raw (uncalibrated) ensemble logits for preprocessed windows (B, N) at 16 kHz."""
-        with self._lock, torch.inference_mode():
-            states, mask = self.backbone(
-                torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
-                torch.as_tensor(lengths, dtype=torch.long),
-            )
-            out = torch.stack([h(states, mask) for h in self.heads]).mean(0)
-        return out.numpy().astype(np.float64)
-
-    def predict(
-        self, windows: np.ndarray | list[np.ndarray], sample_rate: int, batch_size: int = 16
+    def _encode(
+        self,
+        xs: list[np.ndarray],
+        lens: list[int],
+        batch_size: int,
+        read: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     ) -> np.ndarray:
-        """Calibrated class probabilities (B, C) for B windows; rows sum to 1."""
-        xs, lens, owner = self._to_windows(windows, sample_rate)
+        """``read(states, mask)`` over the encoder's output, ``batch_size`` windows per forward,
+        rows concatenated."""
         if self.int8:
             # Dynamic quantisation takes its activation scales from the whole input tensor, so
             # a window's int8 result would depend on the windows batched with it (the stream
             # batches across calls, offline analysis per file). One window per forward keeps
             # every result independent of its batch; batching does not speed up int8 here
-            # anyway (`callsense bench model`: 34 ms at batch 1 vs 40 ms per window at 16).
+            # anyway (`callsense bench model`: 48 ms at batch 1 vs 54 ms per window at 16).
             batch_size = 1
-        logits = []
+        out = []
         for s in range(0, len(xs), batch_size):
-            logits.append(
-                self.logits(np.stack(xs[s : s + batch_size]), np.array(lens[s : s + batch_size]))
-            )
-        probs = softmax(np.concatenate(logits), self.temperature)
+            audio = np.ascontiguousarray(np.stack(xs[s : s + batch_size]), dtype=np.float32)
+            with self._lock, torch.inference_mode():
+                states, mask = self.backbone(
+                    torch.from_numpy(audio),
+                    torch.as_tensor(lens[s : s + batch_size], dtype=torch.long),
+                )
+                out.append(read(states, mask).numpy())
+        return np.concatenate(out)
+
+    def _ensemble_logits(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.stack([h(states, mask) for h in self.heads]).mean(0)
+
+    def _mean_per_window(self, probs: np.ndarray, owner: list[int] | np.ndarray) -> np.ndarray:
+        """Average the rows of the parts of each window (``owner``: window index per row)."""
         owner_arr = np.asarray(owner)
-        n_items = owner_arr.max() + 1
-        out = np.zeros((n_items, len(self.labels)))
+        n_items = int(owner_arr.max()) + 1
+        out = np.zeros((n_items, probs.shape[1]))
         np.add.at(out, owner_arr, probs)
         out /= np.bincount(owner_arr, minlength=n_items)[:, None]
         return out
+
+    def embed(
+        self, windows: np.ndarray | list[np.ndarray], sample_rate: int, batch_size: int = 16
+    ) -> list[np.ndarray]:
+        """Per window, the pooled statistics (parts, F) the model's statistics head reads (a
+        window longer than the model window has several parts). Only for statistics heads."""
+        from callsense.models.head import masked_stats
+
+        xs, lens, owner = self._to_windows(windows, sample_rate)
+        flat = self._encode(xs, lens, batch_size, masked_stats)
+        owner_arr = np.asarray(owner)
+        return [flat[owner_arr == i] for i in range(int(owner_arr.max()) + 1)]
+
+    def predict_embedded(self, parts: list[np.ndarray], speakers: list[Any] | None) -> np.ndarray:
+        """Calibrated probabilities (B, C) from :meth:`embed`'s output, updating each window's
+        speaker state (None = classify as a speaker's first window) in window order."""
+        if speakers is None:
+            speakers = [None] * len(parts)
+        if len(speakers) != len(parts):
+            raise ValueError(f"{len(speakers)} speaker states for {len(parts)} windows")
+        per_row = [spk for p, spk in zip(parts, speakers, strict=True) for _ in range(len(p))]
+        owner = [i for i, p in enumerate(parts) for _ in range(len(p))]
+        with self._lock:
+            logits = self.heads[0].logits_from_pooled(np.concatenate(parts), per_row)
+        return self._mean_per_window(softmax(logits, self.temperature), owner)
+
+    def predict(
+        self,
+        windows: np.ndarray | list[np.ndarray],
+        sample_rate: int,
+        batch_size: int = 16,
+        speakers: list[Any] | None = None,
+    ) -> np.ndarray:
+        """Calibrated class probabilities (B, C) for B windows; rows sum to 1.
+
+        ``speakers``: for a model that :attr:`uses_speaker_state`, one state per window (from
+        :meth:`new_speaker_state`; the same object for windows of one speaker, in time order);
+        without it every window is classified as a speaker's first. Other models ignore it.
+        """
+        if self.uses_speaker_state:
+            return self.predict_embedded(self.embed(windows, sample_rate, batch_size), speakers)
+        xs, lens, owner = self._to_windows(windows, sample_rate)
+        logits = self._encode(xs, lens, batch_size, self._ensemble_logits).astype(np.float64)
+        return self._mean_per_window(softmax(logits, self.temperature), owner)
 
     def predict_file(self, path: str | Path) -> np.ndarray:
         """Probabilities (C,) for a whole file (mixed to mono; long files are windowed)."""

@@ -176,13 +176,7 @@ def cross_validate(
             fold_heads.append(head)
             fold_temps.append(temp)
             histories.append({"fold": fold.index, "seed": s, "history": hist})
-        entry: dict[str, Any] = {
-            "fold": fold.index,
-            "test_speakers": list(fold.test),
-            "val_speakers": list(fold.val),
-            "n_train": int(len(tr)),
-            "seconds": round(time.time() - t0, 1),
-        }
+        entry = {**_fold_entry(fold, tr), "seconds": round(time.time() - t0, 1)}
         val_logits = np.mean([_logits(h, fs, va, "clean") for h in fold_heads], axis=0)
         temp = fit_temperature(val_logits, fs.y[va])
         for v in test_variants:
@@ -309,6 +303,24 @@ def fit_linear(
     return head.eval()
 
 
+def _fold_entry(fold: Fold, train_rows: np.ndarray) -> dict[str, Any]:
+    """The speakers of a fold's results entry (training speakers are all the others)."""
+    return {
+        "fold": fold.index,
+        "test_speakers": list(fold.test),
+        "val_speakers": list(fold.val),
+        "n_train": int(len(train_rows)),
+    }
+
+
+def _cv_results(
+    labels: list[str], head: str, c: float, train_variants: tuple[str, ...], **config: Any
+) -> dict[str, Any]:
+    """The empty results of a linear-head cross-validation (filled fold by fold)."""
+    cfg = {"head": head, "C": c, "train_variants": list(train_variants), **config}
+    return {"folds": [], "config": cfg, "labels": labels, "histories": []}
+
+
 def cross_validate_linear(
     fs: FeatureSet,
     labels: list[str],
@@ -324,17 +336,9 @@ def cross_validate_linear(
     speakers, which are never used, for each test variant."""
     n_layers = next(iter(fs.states.values())).shape[1]
     pooled = {v: pool_states(fs.states[v], fs.masks[v]) for v in fs.states}
-    results: dict[str, Any] = {
-        "folds": [],
-        "config": {
-            "head": "stats_linear",
-            "C": c,
-            "train_variants": list(train_variants),
-            "refit_train_val": refit_train_val,
-        },
-        "labels": labels,
-        "histories": [],
-    }
+    results = _cv_results(
+        labels, "stats_linear", c, train_variants, refit_train_val=refit_train_val
+    )
     all_probs: dict[str, list[np.ndarray]] = {v: [] for v in test_variants}
     all_y, heads, temps = [], [], []
     for fold in tqdm(folds, desc="folds", unit="fold"):
@@ -352,29 +356,39 @@ def cross_validate_linear(
             y2 = np.concatenate([fs.y[trva]] * len(train_variants))
             head = fit_linear(x2, y2, len(labels), n_layers, c, warm_from=head)
             logits = {v: _linear_logits(head, pooled[v]) for v in pooled}
-        entry: dict[str, Any] = {
-            "fold": fold.index,
-            "test_speakers": list(fold.test),
-            "val_speakers": list(fold.val),
-            "n_train": int(len(tr)),
-            "val_ua": val_ua,
-        }
-        for v in test_variants:
-            probs = softmax(logits[v][te], temp)
-            entry[v] = evaluate_predictions(probs, fs.y[te], labels)
-            all_probs[v].append(probs)
-        entry["seconds"] = round(time.time() - t0, 1)
-        all_y.append(fs.y[te])
-        results["folds"].append(entry)
+        entry = {**_fold_entry(fold, tr), "val_ua": val_ua}
+        test_logits = {v: logits[v][te] for v in test_variants}
+        _score_fold(results, entry, test_logits, fs.y[te], temp, labels, all_probs, all_y, t0)
         heads.append(head)
         temps.append(temp)
-        msg = " ".join(f"{v} UA {entry[v]['ua']:.3f}" for v in test_variants)
-        tqdm.write(f"fold {fold.index}: {msg} ({entry['seconds']} s)")
     results["summary"] = _summarise(results["folds"], all_probs, all_y, labels, test_variants)
     results["_heads"] = heads
     results["temperature"] = float(np.mean(temps))
     results["_pooled"] = pooled
     return results
+
+
+def _score_fold(
+    results: dict[str, Any],
+    entry: dict[str, Any],
+    logits: dict[str, np.ndarray],
+    y_test: np.ndarray,
+    temp: float,
+    labels: list[str],
+    all_probs: dict[str, list[np.ndarray]],
+    all_y: list[np.ndarray],
+    t0: float,
+) -> None:
+    """Metrics of one fold's test logits per variant into ``entry``; progress line."""
+    for v, lg in logits.items():
+        probs = softmax(lg, temp)
+        entry[v] = evaluate_predictions(probs, y_test, labels)
+        all_probs[v].append(probs)
+    entry["seconds"] = round(time.time() - t0, 1)
+    all_y.append(y_test)
+    results["folds"].append(entry)
+    msg = " ".join(f"{v} UA {entry[v]['ua']:.3f}" for v in logits)
+    tqdm.write(f"fold {entry['fold']}: {msg} ({entry['seconds']} s)")
 
 
 def _linear_logits(head: StatsLinearHead, pooled: np.ndarray) -> np.ndarray:
@@ -432,3 +446,92 @@ def plot_folds(results: dict[str, Any], out: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+# ------------------------------------------------------ linear head with speaker normalisation
+
+
+def homogeneous_logits(
+    head: Any, pooled: np.ndarray, speakers: np.ndarray, y: np.ndarray, seed: int, history: int = 7
+) -> np.ndarray:
+    """Worst case for speaker normalisation: every row is classified after up to ``history``
+    other rows of the same speaker *and the same emotion* (a caller who keeps one emotion)."""
+    from callsense.models.speaker_norm import ReferenceNormalizer
+
+    rng = np.random.default_rng(seed)
+    out = np.zeros((len(pooled), head.out.out_features))
+    for i in range(len(pooled)):
+        same = np.flatnonzero((speakers == speakers[i]) & (y == y[i]))
+        same = rng.permutation(same[same != i])[:history]
+        rows = [*same.tolist(), i]
+        norm = ReferenceNormalizer(head.feature_dim)
+        out[i] = head.logits_from_pooled(pooled[rows], [norm] * len(rows))[-1]
+    return out
+
+
+def cross_validate_refnorm(
+    fs: FeatureSet,
+    labels: list[str],
+    folds: list[Fold],
+    c: float,
+    train_variants: tuple[str, ...],
+    prior: float,
+    test_variants: tuple[str, ...] = ("clean", "tel"),
+) -> dict[str, Any]:
+    """As :func:`cross_validate_linear` (fit on training speakers, temperature on validation
+    speakers, refit on both), with per-speaker reference normalisation. Each test speaker's clips
+    are classified in a random order as one causal stream; also scored: ``first`` (every clip
+    with no history) and ``homogeneous`` (history of the same emotion only, the worst case)."""
+    from callsense.models.speaker_norm import fit_refnorm_head, refnorm_logits
+
+    n_layers = next(iter(fs.states.values())).shape[1]
+    ref = [labels.index(lab) for lab in ("neutral", "calm") if lab in labels]
+    if not ref:
+        raise ValueError("speaker normalisation needs a 'neutral' (or 'calm') class as reference")
+    pooled = {v: pool_states(fs.states[v], fs.masks[v]) for v in fs.states}
+    results = _cv_results(
+        labels, "stats_linear_refnorm", c, train_variants,
+        prior=prior,
+        reference=[labels[i] for i in ref],
+        refit_train_val=True,
+        test_order="each test speaker's clips in a random order (seed = fold), causal",
+    )  # fmt: skip
+    extra = ("first", "homogeneous")
+    all_probs: dict[str, list[np.ndarray]] = {v: [] for v in (*test_variants, *extra)}
+    all_y, heads, temps = [], [], []
+
+    def fit(rows: np.ndarray) -> Any:
+        return fit_refnorm_head(
+            pooled, rows, fs.y, fs.speakers, n_layers, len(labels), ref, c, prior, train_variants
+        )
+
+    for fold in tqdm(folds, desc="folds", unit="fold"):
+        tr, va, te = fold_indices(fs, fold)
+        t0 = time.time()
+        head = fit(tr)
+        val_logits = refnorm_logits(head, pooled["clean"][va], fs.speakers[va], seed=fold.index)
+        temp = fit_temperature(val_logits, fs.y[va])
+        val_ua = unweighted_accuracy(fs.y[va], val_logits.argmax(1), len(labels))
+        head = fit(np.concatenate([tr, va]))
+        entry = {**_fold_entry(fold, tr), "val_ua": val_ua}
+        logits = {
+            v: refnorm_logits(head, pooled[v][te], fs.speakers[te], seed=fold.index)
+            for v in test_variants
+        }
+        logits["first"] = refnorm_logits(
+            head, pooled["clean"][te], fs.speakers[te], seed=fold.index, history=False
+        )
+        logits["homogeneous"] = homogeneous_logits(
+            head, pooled["clean"][te], fs.speakers[te], fs.y[te], seed=fold.index
+        )
+        _score_fold(results, entry, logits, fs.y[te], temp, labels, all_probs, all_y, t0)
+        heads.append(head)
+        temps.append(temp)
+    results["summary"] = _summarise(
+        results["folds"], all_probs, all_y, labels, (*test_variants, *extra)
+    )
+    results["_heads"] = heads
+    results["temperature"] = float(np.mean(temps))
+    results["_pooled"] = pooled
+    results["_reference"] = ref
+    return results

@@ -153,3 +153,31 @@ def test_whisper_base_from_registry_package() -> None:
     with torch.no_grad():
         out = enc(torch.zeros(1, 80, 300))
     assert out.shape == (3, 1, 150, 512) and torch.isfinite(out).all()
+
+
+def test_whisper_base_parts_joined_by_concurrent_processes(tmp_path: Path) -> None:
+    """Worker processes starting together on a fresh host each join the packaged parts; they
+    must not trip over one shared temporary file (this crashed two processes here once)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from callsense.models.ct2 import whisper_base_path; "
+        "print(whisper_base_path(sys.argv[1]))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-500:] for _, err in outs]
+    paths = {out.strip() for out, _ in outs}
+    assert len(paths) == 1
+    joined = Path(paths.pop())
+    assert joined.is_file() and joined.stat().st_size > 100_000_000
+    assert [p.name for p in tmp_path.iterdir()] == [joined.name]  # no temporary file left

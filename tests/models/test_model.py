@@ -184,4 +184,29 @@ def test_evaluate_cli_reports_excluded_labels(shared_data: Path, tmp_path: Path)
     assert set(metrics["excluded"]) == outside and outside
     assert metrics["n"] == sum(e not in outside for e in emotions)
     assert {"ua", "wa", "macro_f1", "ece", "per_class", "confusion"} <= set(metrics)
+    assert metrics["speaker_normalisation"].startswith("per speaker")
     assert (tmp_path / "ev" / "confusion.png").stat().st_size > 1000
+
+
+def test_speaker_state_is_batch_and_checkpoint_invariant(shared_data: Path) -> None:
+    """The shipped model normalises per speaker. The stream classifies a speaker's windows a
+    few at a time (batched with other calls, state restored from checkpoints), offline analysis
+    in larger batches: the same windows in the same order must give the same probabilities."""
+    q = EmotionModel.load(int8=True)
+    assert q.uses_speaker_state
+    items = read_manifest(shared_data / "ravdess" / "MANIFEST.csv")
+    clips = [load_audio(it.path)[0][0] for it in items if it.speaker == "ravdess_05"][::6][:8]
+    one_go = q.predict(clips, 16000, speakers=[q.new_speaker_state()] * len(clips))
+    state = q.new_speaker_state()
+    piecewise = []
+    for i in range(0, len(clips), 3):  # 3 windows per micro-batch, checkpoint in between
+        state = q.speaker_state_from(state.state())
+        piecewise.append(
+            q.predict(clips[i : i + 3], 16000, speakers=[state] * len(clips[i : i + 3]))
+        )
+    np.testing.assert_array_equal(one_go, np.concatenate(piecewise))
+    # history matters: without it every clip is classified as the speaker's first
+    first = q.predict(clips, 16000)
+    assert not np.allclose(first[1:], one_go[1:])
+    # clips longer than the 3 s model window are classified in parts; each part is one update
+    assert state.windows == sum(len(p) for p in q.embed(clips, 16000)) > len(clips)
