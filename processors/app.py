@@ -62,6 +62,23 @@ def kafka_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
 
 
+async def track_topic(producer: Any, name: str, tracked: set[str]) -> None:
+    """Keep topic ``name`` in an aiokafka producer's metadata before anything is sent to it.
+
+    aiokafka's metadata refreshes cover only the topics its producer tracks, and a send tracks
+    its topic only when the topic is missing from the cached metadata. A topic that the
+    start-up refresh (of all topics) already listed is therefore sent to untracked; the next
+    refresh for another topic drops it, and its unsent batches wait for a leader that never
+    comes (Faust's producer request timeout is 20 min). The worker then sat silent after its
+    first dead letters; for a ``use_partitioner`` table, a second worker of a group failed
+    table writes (TypeError in ``key_partition``). ``tracked`` remembers what is done.
+    """
+    if name not in tracked:
+        await producer.client.add_topic(name)
+        await producer.partitions_for(name)
+        tracked.add(name)
+
+
 def create_app(settings: Any, classifier: Any | None = None) -> Any:
     """Build the Faust app with every topic, table and agent of callsense."""
     import faust
@@ -112,24 +129,32 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
         help="Per-call pipeline state (see callstate.CallContext.to_state).",
     )
 
-    known_changelogs: set[str] = set()
+    tracked: set[str] = set()
 
-    async def producer_knows(table: Any) -> None:
-        """scaling: keep ``table``'s changelog topic in the producer's metadata.
+    async def producer_knows(name: str) -> None:
+        await track_topic(app.producer._ensure_producer(), name, tracked)
 
-        A ``use_partitioner`` table picks its changelog partition from the producer's cached
-        metadata without waiting for it, and aiokafka's refreshes cover only the topics the
-        producer tracks (the start-up refresh of all topics is replaced by the first refresh
-        for a sent-to topic). A second worker of a group then lost the changelog topics'
-        partitions and failed table writes (TypeError in ``key_partition``). Tracking the
-        topic keeps it in every refresh.
-        """
-        name = table.changelog_topic.get_topic_name()
-        if name not in known_changelogs:
-            producer = app.producer._ensure_producer()
-            await producer.client.add_topic(name)
-            await producer.partitions_for(name)
-            known_changelogs.add(name)
+    # Faust's recovery (faust-streaming 0.15.3) resumes the stream partitions while the
+    # consumer is already fetching, seeks them to their committed offsets, and only then
+    # resumes flow control, which clears the streams' queues. Records fetched before the seek
+    # and still queued are dropped there; the re-fetch after the seek brings them back only if
+    # the read offsets were not moved past them meanwhile (a race): a restarted worker then
+    # lost a span of a call, or all of its rest (docs/streaming.md). Seeking once more to the
+    # committed offsets after the queues were cleared re-reads them; replays are skipped by seq.
+    rebalance_end = app.on_rebalance_end
+
+    def on_rebalance_end() -> None:
+        rebalance_end()
+        asyncio.ensure_future(_seek_committed())
+
+    async def _seek_committed() -> None:
+        try:
+            await app.consumer.perform_seek()
+            log.info("recovery done: partitions sought to their committed offsets again")
+        except Exception as exc:  # noqa: BLE001 - e.g. a new rebalance began: it seeks again
+            log.warning("seek to committed offsets after recovery failed: %r", exc)
+
+    app.on_rebalance_end = on_rebalance_end
 
     classifier = classifier or BatchClassifier(settings)
     processor = CallProcessor(settings, classifier)
@@ -146,6 +171,8 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
 
     async def send_all(topic: Any, events: list[dict[str, Any]]) -> None:
         """Send in order and wait until the broker acknowledged every message."""
+        if events:
+            await producer_knows(topic.get_topic_name())
         futs = []
         for ev in events:
             key = (ev.get("call_id") or "").encode()
@@ -156,7 +183,7 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
     async def checkpoint() -> None:
         """Write dirty call states, wait for the broker's acks, then release held offsets."""
         async with ckpt_lock:
-            await producer_knows(call_state)
+            await producer_knows(call_state.changelog_topic.get_topic_name())
             last_ckpt[0] = time.monotonic()
             states, events = dict(dirty), list(held)
             dirty.clear()
@@ -211,7 +238,7 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
         if ended or time.monotonic() - last_ckpt[0] >= settings.state_checkpoint_ms / 1e3:
             await checkpoint()
         if res.stats:
-            log.info("audio batch: %s", dict(res.stats))
+            log.info("audio batch: %s offsets %s", dict(res.stats), _offsets(batch))
 
     @app.timer(max(settings.state_checkpoint_ms, 100) / 1000.0)
     async def checkpoint_idle() -> None:
@@ -305,7 +332,7 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
                     alert_executor, alert_store.apply, out))  # fmt: skip
                 await send_all(alerts_topic, [{**a.to_json(), "call_id": a.alert["call_id"]}
                                               for a in out])  # fmt: skip
-            await producer_knows(alert_state)
+            await producer_knows(alert_state.changelog_topic.get_topic_name())
             alert_state[e.message.key] = json.dumps(state).encode()
 
     # ---- agent 4: callsense.alerts → signed webhooks (retries + delivery log) ------------
@@ -393,6 +420,21 @@ async def _write_with_retry(
             delay = min(delay * 2, 30.0)
 
 
+def _offsets(batch: list[Any]) -> dict[int, str]:
+    """Per partition, the offsets of a batch as ``first..last`` runs (a break in a run means the
+    consumer skipped offsets: the call's reorder buffer then waits for them)."""
+    runs: dict[int, list[list[int]]] = {}
+    for m in batch:
+        if m.offset is None:
+            continue
+        r = runs.setdefault(int(m.partition or 0), [])
+        if r and m.offset == r[-1][1] + 1:
+            r[-1][1] = m.offset
+        else:
+            r.append([m.offset, m.offset])
+    return {p: ",".join(f"{a}..{b}" for a, b in r) for p, r in runs.items()}
+
+
 def _fatal(what: str) -> None:
     """Log and exit at once: the unacked events are replayed by the restarted worker."""
     log.exception("%s; exiting so that nothing unprocessed is committed", what)
@@ -419,6 +461,11 @@ def worker_cmd(loglevel: str) -> None:
         raise click.ClickException(
             f"cannot reach the broker at {settings.kafka_bootstrap}: {exc}"
         ) from exc
-    app = create_app(settings)
+    from callsense.processors.callstate import CheckpointBudgetError
+
+    try:
+        app = create_app(settings)
+    except CheckpointBudgetError as exc:  # refuse a configuration whose checkpoints cannot fit
+        raise click.ClickException(str(exc)) from exc
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
