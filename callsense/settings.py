@@ -102,10 +102,11 @@ class Settings(BaseSettings):
 
     # --- diarization (mono calls) ---------------------------------------------------------
     diarization_mono: bool = Field(
-        False,
-        description="Diarize mono calls in offline analysis (analyze, upload page). Off by "
-        "default: the stream worker does not diarize yet, and both paths must agree; off, a "
-        "mono call is one speaker 'spk0' of unknown role.",
+        True,
+        description="Diarize mono calls, in the stream worker and in offline analysis "
+        "(analyze, upload page) alike: speakers 'spk0', 'spk1', ... with roles from "
+        "CALLSENSE_DIARIZATION_AGENT_RULE. Off, a mono call is one speaker 'spk0' of unknown "
+        "role.",
     )
     diarization_latency_s: float = Field(
         2.5,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import time
@@ -34,7 +35,7 @@ def measure(files: list[Path], repeats: int, utilisation: float) -> dict[str, An
     torch.set_num_threads(1)
     settings = Settings(model_threads=1)
     t0 = time.perf_counter()
-    model = EmotionModel.load(settings.model_dir, threads=1)
+    model = EmotionModel.load(settings.model_dir, int8=settings.model_int8, threads=1)
     load_s = time.perf_counter() - t0
     per_file = []
     for path in files:
@@ -66,6 +67,8 @@ def measure(files: list[Path], repeats: int, utilisation: float) -> dict[str, An
         "repeats": repeats,
         "statistic": "median over repeats per file, then median over files",
         "model_dir": str(settings.model_dir),
+        "model_int8": settings.model_int8,
+        "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
         "model_load_s": round(load_s, 2),
         "files": per_file,
         "rtf_cpu": round(rtf, 4),

@@ -41,11 +41,97 @@ MAX_REORDER = 64
 #: must stay below the producer's 1 MB message limit together with the pipelines (~0.2 MB per
 #: speaker): a 250 ms 16 kHz stereo chunk is ~21.5 kB, so 64 of them would be 1.4 MB, and a
 #: restarted worker once crashed on a 1.26 MB checkpoint (and would crash again on replay).
+#: A diarized mono call also carries the diarizer's state (~0.45 MB, mostly its last 10 s of
+#: audio): its reorder buffer gets what is left (:func:`checkpoint_budget`).
 MAX_REORDER_BYTES = 480_000
 #: what a checkpoint may weigh (Kafka's default max.message.bytes / producer request size)
 CHECKPOINT_LIMIT_BYTES = 1_000_000
 #: seconds a call_end waits for missing chunks before the call is ended without them
 END_WAIT_S = 30.0
+#: a diarized mono call's reorder buffer must keep at least this (~3.5 chunks of 250 ms at
+#: 16 kHz, 7 at 8 kHz); a configuration that leaves less is refused at start-up
+MIN_REORDER_BYTES = 40_000
+#: call metadata, counters, the pending call_end and JSON keys
+CALL_OVERHEAD_BYTES = 8_000
+#: one speaker's smoother (and keys); the model's per-speaker state is bounded by the model
+SPEAKER_MODEL_BYTES = 4_000
+#: the highest call rate the start-up budget is checked for (a call above it gets a smaller
+#: reorder buffer: the resampler's state grows with the rate)
+BUDGET_INPUT_RATE = 48_000
+
+
+class CheckpointBudgetError(ValueError):
+    """The configuration cannot keep a call's checkpoint under CHECKPOINT_LIMIT_BYTES."""
+
+
+def model_state_bound_bytes(settings: Any) -> int:
+    """Upper bound of the model's per-speaker state (``models/speaker_norm.state_bound``)."""
+    import json
+
+    from callsense.models.speaker_norm import state_bound
+
+    path = settings.model_dir / "model.json"
+    if not path.is_file():  # no model yet: the worker fails on its first window anyway
+        return 0
+    return state_bound(json.loads(path.read_text()))
+
+
+def speaker_bound_bytes(cfg: Any, model_state_bytes: int = 0) -> int:
+    """Upper bound of one diarized speaker's share of a checkpoint (16 kHz pipeline, smoother,
+    model state of ``model_state_bytes``). Between chunks a pipeline holds less than one window
+    plus one VAD frame of speech, the VAD's warm-up history and an undecided block, and with
+    noise reduction one block plus context on each side; all PCM16 in base64."""
+
+    def b64(n_samples: int) -> int:
+        return 4 * -(-2 * int(n_samples) // 3) + 16
+
+    f = cfg.frame_samples
+    speech = cfg.window_samples + f
+    total = b64(speech) + 10 * (speech // f + 2)  # speech and its frame index
+    total += b64(cfg.vad_warmup_frames * f) + b64(cfg.vad_block_frames * f)
+    if cfg.noise_reduction:
+        sr = cfg.sample_rate
+        total += 2 * b64(int((cfg.nr_block_s + 2 * cfg.nr_context_s) * sr))
+    return total + SPEAKER_MODEL_BYTES + int(model_state_bytes) + 2_000
+
+
+def checkpoint_budget(
+    settings: Any, cfg: Any, input_rate: int = BUDGET_INPUT_RATE
+) -> dict[str, int]:
+    """The byte budget of a diarized mono call's checkpoint at ``input_rate``: the diarizer's
+    worst state, the pipelines of ``diarization_max_speakers`` speakers, and what is left for
+    the reorder buffer (at most ``MAX_REORDER_BYTES``, possibly negative)."""
+    from callsense.processors.diarization.route import state_bound_bytes
+    from callsense.processors.diarization.streaming import DiarizerConfig
+
+    dcfg = DiarizerConfig.from_settings(settings)
+    dcfg.validate()
+    diarizer = state_bound_bytes(dcfg, input_rate)
+    speakers = dcfg.max_speakers * speaker_bound_bytes(cfg, model_state_bound_bytes(settings))
+    left = CHECKPOINT_LIMIT_BYTES - CALL_OVERHEAD_BYTES - diarizer - speakers
+    return {
+        "limit": CHECKPOINT_LIMIT_BYTES,
+        "diarizer": diarizer,
+        "speakers": speakers,
+        "max_speakers": dcfg.max_speakers,
+        "reorder": min(MAX_REORDER_BYTES, left),
+    }
+
+
+def check_checkpoint_budget(settings: Any, cfg: Any) -> dict[str, int]:
+    """:func:`checkpoint_budget` at start-up: raises :class:`CheckpointBudgetError` when a
+    diarized mono call could not keep ``MIN_REORDER_BYTES`` of reorder buffer."""
+    out = checkpoint_budget(settings, cfg)
+    if out["reorder"] < MIN_REORDER_BYTES:
+        raise CheckpointBudgetError(
+            f"a diarized mono call's checkpoint cannot fit in {CHECKPOINT_LIMIT_BYTES} bytes: "
+            f"the diarizer's state needs up to {out['diarizer']}, {out['max_speakers']} "
+            f"speakers' pipelines up to {out['speakers']} (window_s={cfg.window_s}), leaving "
+            f"{max(out['reorder'], 0)} bytes for the reorder buffer (at least "
+            f"{MIN_REORDER_BYTES} needed). Lower CALLSENSE_DIARIZATION_MAX_SPEAKERS or "
+            "CALLSENSE_WINDOW_S, or set CALLSENSE_DIARIZATION_MONO=false."
+        )
+    return out
 
 
 @dataclass
@@ -84,6 +170,10 @@ class CallContext:
         self.end_waiting_since: float | None = None
         self.pipelines: dict[str, Any] = {}
         self.smoothers: dict[str, Any] = {}
+        # the model's per-speaker normalisation state (callsense.models.speaker_norm)
+        self.speaker_states: dict[str, Any] = {}
+        # a diarized mono call: its MonoDiarizedStream (speakers appear as it finds them)
+        self.diar: Any = None
 
     def to_state(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -101,6 +191,11 @@ class CallContext:
             )  # an ended call keeps only what recognises replays
             d["pipelines"] = {k: p.to_state() for k, p in self.pipelines.items()}
             d["smoothers"] = {k: s.state() for k, s in self.smoothers.items()}
+            d["speaker_states"] = {
+                k: s.state() for k, s in self.speaker_states.items() if s is not None
+            }
+            if self.diar is not None:
+                d["diar"] = self.diar.to_state()
         return d
 
 
@@ -114,6 +209,31 @@ class CallProcessor:
         self.cfg = StageConfig.from_settings(settings)
         self.classifier = classifier
         self.live: dict[str, CallContext] = {}
+        self.diarize_mono = bool(getattr(settings, "diarization_mono", False))
+        if self.diarize_mono:  # refuse a configuration whose checkpoints cannot fit
+            check_checkpoint_budget(settings, self.cfg)
+        self._reorder_bytes: dict[int, int] = {}  # call rate -> diarized call's reorder bytes
+        self._diar_models: Any = None
+
+    def reorder_bytes(self, ctx: CallContext) -> int:
+        """Raw chunk bytes a call may hold while waiting for a missing chunk: a diarized mono
+        call gets what its checkpoint budget leaves (the diarizer and pipelines take most)."""
+        if ctx.diar is None:
+            return MAX_REORDER_BYTES
+        rate = ctx.start.sample_rate
+        if rate not in self._reorder_bytes:
+            left = checkpoint_budget(self.settings, self.cfg, rate)["reorder"]
+            self._reorder_bytes[rate] = max(0, left)
+        return self._reorder_bytes[rate]
+
+    def _diarization_models(self) -> Any:
+        """The diarization models, loaded once per process on first use (in the executor
+        thread that runs :meth:`process`, like the emotion model)."""
+        if self._diar_models is None:
+            from callsense.processors.diarization.models import load_models
+
+            self._diar_models = load_models()
+        return self._diar_models
 
     # ---------------------------------------------------------------- state <-> live objects
     def _context(self, call_id: str, state: dict[str, Any] | None) -> CallContext | None:
@@ -152,11 +272,33 @@ class CallProcessor:
                 k: self.classifier.smoother_from_state(v)
                 for k, v in state.get("smoothers", {}).items()
             }
+            ctx.speaker_states = {
+                k: self.classifier.speaker_state_from(v)
+                for k, v in state.get("speaker_states", {}).items()
+            }
+            if state.get("diar") is not None:
+                from callsense.processors.diarization.route import MonoDiarizedStream
+
+                ctx.diar = MonoDiarizedStream.from_state(
+                    self._diarization_models(), state["diar"]
+                )
         return ctx
 
     def _new_context(self, start: CallStart) -> CallContext:
         from callsense.processors.stages import SpeakerPipeline, speakers_for
 
+        if self.diarize_mono and start.channels == 1:
+            from callsense.processors.diarization.route import MonoDiarizedStream
+            from callsense.processors.diarization.streaming import DiarizerConfig
+
+            ctx = CallContext(start, [])  # speakers are added as the diarizer finds them
+            ctx.diar = MonoDiarizedStream(
+                self._diarization_models(),
+                DiarizerConfig.from_settings(self.settings),
+                start.sample_rate,
+                max_gap_s=self.cfg.max_gap_s,
+            )
+            return ctx
         speakers = [tuple(s) for s in speakers_for(start.channels, start.agent_channel)]
         ctx = CallContext(start, speakers)  # type: ignore[arg-type]
         for spk, role, _ch in speakers:
@@ -270,7 +412,7 @@ class CallProcessor:
 
         # one batched inference over every call of the micro-batch
         cids = [c for c in order if pending.get(c)]
-        requests = [(pending[c], touched[c].smoothers) for c in cids]
+        requests = [(pending[c], touched[c].smoothers, touched[c].speaker_states) for c in cids]
         results = self.classifier.classify_many(requests) if requests else []
         by_call = dict(zip(cids, results, strict=True))
         for cid in order:
@@ -284,6 +426,7 @@ class CallProcessor:
             if ctx.ended:
                 ctx.pipelines.clear()
                 ctx.smoothers.clear()
+                ctx.speaker_states.clear()
         return res
 
     # ---------------------------------------------------------------- chunk helpers
@@ -335,7 +478,7 @@ class CallProcessor:
                 self._finish(ctx, windows, after, res)
                 return
             held = sum(len(raw) for raw in ctx.waiting.values() if raw)
-            too_many = len(ctx.waiting) > MAX_REORDER or held > MAX_REORDER_BYTES
+            too_many = len(ctx.waiting) > MAX_REORDER or held > self.reorder_bytes(ctx)
             if ctx.waiting and (force or too_many):
                 nxt = min(int(k) for k in ctx.waiting)
                 log.warning("call %s: chunks %d..%d never arrived", cid, ctx.next_seq, nxt - 1)
@@ -348,10 +491,27 @@ class CallProcessor:
 
     def _push(self, ctx: CallContext, ev: AudioChunk, windows: list[Any]) -> None:
         audio = ev.samples()
-        for spk, _role, ch in ctx.speakers:
-            mono = audio[ch] if ch is not None else audio.mean(axis=0)
-            windows.extend(ctx.pipelines[spk].push(mono, ev.start_sample))
+        if ctx.diar is not None:
+            self._route(ctx, ctx.diar.push(audio[0], ev.start_sample), windows)
+        else:
+            for spk, _role, ch in ctx.speakers:
+                mono = audio[ch] if ch is not None else audio.mean(axis=0)
+                windows.extend(ctx.pipelines[spk].push(mono, ev.start_sample))
         ctx.total_samples = max(ctx.total_samples, ev.start_sample + audio.shape[1])
+
+    def _route(self, ctx: CallContext, chunks: list[Any], windows: list[Any]) -> None:
+        """Diarized speaker chunks (16 kHz) -> their pipelines, created on first sight."""
+        from callsense.processors.diarization.models import SAMPLE_RATE
+        from callsense.processors.stages import SpeakerPipeline
+
+        for c in chunks:
+            pipe = ctx.pipelines.get(c.speaker_id)
+            if pipe is None:
+                pipe = SpeakerPipeline(self.cfg, SAMPLE_RATE, c.speaker_id, c.role)
+                ctx.pipelines[c.speaker_id] = pipe
+                ctx.smoothers[c.speaker_id] = self.classifier.new_smoother()
+                ctx.speakers.append((c.speaker_id, c.role, None))
+            windows.extend(pipe.push(c.samples, c.start_sample))
 
     def _finish(
         self,
@@ -361,6 +521,9 @@ class CallProcessor:
         res: BatchResult,
     ) -> None:
         cid = ctx.start.call_id
+        if ctx.diar is not None:
+            self._route(ctx, ctx.diar.flush(), windows)
+            ctx.diar = None
         talk: dict[str, float] = {}
         for spk, _role, _ch in ctx.speakers:
             pipe = ctx.pipelines[spk]
@@ -370,5 +533,7 @@ class CallProcessor:
         ts = float((ctx.end_event or {}).get("ts", 0.0))
         ctx.ended, ctx.ended_ts = True, ts
         ctx.waiting.clear()
-        after.setdefault(cid, []).append(call_ended_event(cid, duration, talk, ts))
+        after.setdefault(cid, []).append(
+            call_ended_event(cid, duration, talk, ts, speakers=ctx.speakers)
+        )
         res.stats["calls_ended"] += 1

@@ -256,15 +256,24 @@ def window_event(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def call_ended_event(
-    call_id: str, duration_s: float, talk_time_s: dict[str, float], ts: float
+    call_id: str,
+    duration_s: float,
+    talk_time_s: dict[str, float],
+    ts: float,
+    speakers: list[tuple[str, str, int | None]] | None = None,
 ) -> dict[str, Any]:
-    return {
+    """``speakers``: every speaker of the call (a diarized mono call's call_started cannot
+    list them up front: they are found as the call goes)."""
+    d: dict[str, Any] = {
         "kind": "call_ended",
         "call_id": call_id,
         "duration_s": float(duration_s),
         "talk_time_s": {k: float(v) for k, v in talk_time_s.items()},
         "ts": ts,
     }
+    if speakers is not None:
+        d["speakers"] = [{"speaker": s, "role": r, "channel": c} for s, r, c in speakers]
+    return d
 
 
 def dumps(d: dict[str, Any]) -> bytes:

@@ -21,32 +21,40 @@ import numpy as np
 
 T = TypeVar("T")
 
-#: one request = the windows of one call (in stream order) and that call's smoothers by speaker
-Request = tuple[list[Any], dict[str, Any]]
+#: one request = the windows of one call (in stream order), that call's smoothers by speaker
+#: and its per-speaker model states (speaker normalisation) by speaker
+Request = tuple[list[Any], dict[str, Any], dict[str, Any]]
 
 
 class _Precomputed:
     """A model view whose ``predict`` returns rows computed earlier in one cross-call batch.
 
+    ``rows`` are probabilities, or for a model that keeps per-speaker state the pooled encoder
+    statistics (``model.embed``), which are finished here with the call's speaker states in
+    window order (cheap: a standardisation and two small matrix products per window).
     ``classify`` calls ``predict`` on exactly the windows we computed, in order; anything else is
     a programming error and raises instead of returning wrong rows.
     """
 
-    def __init__(self, model: Any, probs: np.ndarray) -> None:
+    def __init__(self, model: Any, rows: list[Any]) -> None:
         self._model = model
-        self._probs = probs
+        self._rows = rows
         self._used = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
 
-    def predict(self, windows: Any, sample_rate: int | None = None, **_: Any) -> np.ndarray:
+    def predict(
+        self, windows: Any, sample_rate: int | None = None, speakers: Any = None, **_: Any
+    ) -> np.ndarray:
         n = len(windows)
-        if self._used + n > len(self._probs):
+        if self._used + n > len(self._rows):
             raise RuntimeError("classify asked for more windows than were batched")
-        out = self._probs[self._used : self._used + n]
+        rows = self._rows[self._used : self._used + n]
         self._used += n
-        return out
+        if getattr(self._model, "uses_speaker_state", False):
+            return np.asarray(self._model.predict_embedded(rows, speakers))
+        return np.asarray(rows)
 
 
 class BatchClassifier:
@@ -106,36 +114,56 @@ class BatchClassifier:
 
         return TemporalSmoother.from_state(d)
 
+    # ---------------------------------------------------------------- per-speaker model state
+    def speaker_state_from(self, d: dict[str, Any] | None) -> Any:
+        load = getattr(self.model, "speaker_state_from", None)
+        return load(d) if load else None
+
     # ---------------------------------------------------------------- classification
-    def predict_all(self, windows: Sequence[Any]) -> np.ndarray:
-        """Probabilities for every window, ``self.batch`` windows per ``predict`` call."""
+    def predict_all(self, windows: Sequence[Any]) -> list[Any]:
+        """Per window: probabilities, or for a model with per-speaker state its pooled
+        statistics (finished per call in window order); ``self.batch`` windows per encoder
+        call, across calls."""
         model = self.model
-        rows = []
+        stateful = getattr(model, "uses_speaker_state", False)
+        rows: list[Any] = []
         for i in range(0, len(windows), self.batch):
             part = [np.asarray(w.samples, dtype=np.float32) for w in windows[i : i + self.batch]]
-            rows.append(np.asarray(model.predict(part, self.settings.sample_rate)))
+            if stateful:
+                rows.extend(model.embed(part, self.settings.sample_rate))
+            else:
+                rows.extend(np.asarray(model.predict(part, self.settings.sample_rate)))
             self.batches_total += 1
         self.windows_total += len(windows)
-        if not rows:
-            return np.zeros((0, len(model.labels)), dtype=np.float32)
-        return np.concatenate(rows, axis=0)
+        return rows
 
     def classify_many(self, requests: Sequence[Request]) -> list[list[Any]]:
-        """Synchronous: classify the windows of several calls with one batched predict."""
+        """Synchronous: classify the windows of several calls with one batched encoder pass."""
         from callsense.processors.stages import classify
 
-        flat = [w for windows, _ in requests for w in windows]
-        probs = self.predict_all(flat)
+        flat = [w for windows, _, _ in requests for w in windows]
+        rows = self.predict_all(flat)
         out: list[list[Any]] = []
         offset = 0
-        for windows, smoothers in requests:
+        for windows, smoothers, speaker_states in requests:
             n = len(windows)
             if n == 0:
                 out.append([])
                 continue
-            view = _Precomputed(self.model, probs[offset : offset + n])
+            view = _Precomputed(self.model, rows[offset : offset + n])
             offset += n
-            out.append(list(classify(view, windows, smoothers, self.threshold, self.alpha)))
+            out.append(
+                list(
+                    classify(
+                        view,
+                        windows,
+                        smoothers,
+                        self.threshold,
+                        self.alpha,
+                        speaker_states=speaker_states,
+                    )
+                )
+            )
         return out
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -120,6 +120,7 @@ def analyze_audio(
             settings.model_dir, int8=settings.model_int8, threads=settings.model_threads
         )
     smoothers: dict[str, Any] = {}
+    speaker_states: dict[str, Any] = {}
     results: list[WindowResult] = []
     for i in range(0, len(windows), cfg.inference_batch):
         results += classify(
@@ -128,6 +129,7 @@ def analyze_audio(
             smoothers,
             cfg.uncertain_threshold,
             alpha=cfg.smoothing_alpha,
+            speaker_states=speaker_states,
         )
     return Analysis(
         call_id=call_id,

@@ -175,6 +175,37 @@ def to_pcm16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
 
 
+def chunk_pcm16(samples: np.ndarray, not_1d: str) -> np.ndarray:
+    """One channel's chunk (1-D float in [-1, 1] or int16) → int16; :class:`StageError` for
+    another shape (``not_1d``, the shape appended), NaN/inf or a non-audio dtype."""
+    x = np.asarray(samples)
+    if x.ndim != 1:
+        raise StageError(f"{not_1d}, got shape {x.shape}")
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise StageError("chunk contains NaN or infinite samples")
+    return to_pcm16(x)
+
+
+def gap_silence(
+    start_sample: int, expected: int, rate: int, max_gap_s: float, who: str
+) -> list[np.ndarray]:
+    """A chunk at ``start_sample`` continuing a stream that expects ``expected`` (samples at
+    ``rate``): the int16 silence to feed first for a gap (lost chunks), in pieces of ≤ 1 s.
+    :class:`StageError` for overlapping / replayed audio or a gap over ``max_gap_s``."""
+    if start_sample < expected:
+        raise StageError(
+            f"{who}: chunk starts at sample {start_sample} but {expected} was expected "
+            "(overlapping or replayed audio)"
+        )
+    gap = start_sample - expected
+    if gap > max_gap_s * rate:
+        raise StageError(
+            f"{who}: chunk jumps {gap / rate:.1f} s ahead "
+            f"(more than {max_gap_s:.0f} s of missing audio)"
+        )
+    return [np.zeros(min(rate, gap - s), np.int16) for s in range(0, gap, rate)]
+
+
 def from_pcm16(x: np.ndarray) -> np.ndarray:
     """int16 → float32 ``x / 32768`` (exact inverse of :func:`to_pcm16` on its range)."""
     return (np.asarray(x, dtype=np.int16).astype(np.float32) / 32768.0).astype(np.float32)
@@ -455,34 +486,19 @@ class SpeakerPipeline:
         """
         if self.flushed:
             raise StageError(f"speaker {self.speaker}: chunk after the end of the stream")
-        x = np.asarray(samples)
-        if x.ndim != 1:
-            raise StageError(f"chunk must be 1-D per speaker, got shape {x.shape}")
-        if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-            raise StageError("chunk contains NaN or infinite samples")
-        pcm = to_pcm16(x)
+        pcm = chunk_pcm16(samples, "chunk must be 1-D per speaker")
         start_sample = int(start_sample)
         if start_sample < 0:
             raise StageError(f"negative start_sample {start_sample}")
         if self.origin is None:
             self.origin = self.next_sample = start_sample
         assert self.next_sample is not None
-        if start_sample < self.next_sample:
-            raise StageError(
-                f"speaker {self.speaker}: chunk starts at sample {start_sample} but "
-                f"{self.next_sample} was expected (overlapping or replayed audio)"
-            )
         windows: list[Window] = []
-        gap = start_sample - self.next_sample
-        if gap > self.cfg.max_gap_s * self.input_rate:
-            raise StageError(
-                f"speaker {self.speaker}: chunk jumps {gap / self.input_rate:.1f} s ahead "
-                f"(more than {self.cfg.max_gap_s:.0f} s of missing audio)"
-            )
-        while gap > 0:  # missing audio → silence, in pieces of ≤ 1 s
-            n = min(gap, self.input_rate)
-            windows += self._feed(np.zeros(n, np.int16))
-            gap -= n
+        for silence in gap_silence(
+            start_sample, self.next_sample, self.input_rate, self.cfg.max_gap_s,
+            f"speaker {self.speaker}",
+        ):  # fmt: skip
+            windows += self._feed(silence)
         windows += self._feed(pcm)
         return windows
 
@@ -661,11 +677,15 @@ def classify(
     smoothers: dict[str, Any],
     threshold: float,
     alpha: float = 0.5,
+    speaker_states: dict[str, Any] | None = None,
 ) -> list[WindowResult]:
     """One batched ``model.predict`` over ``windows`` → results with verdicts and smoothing.
 
     ``smoothers`` maps speaker → ``TemporalSmoother`` and is updated in window order (a missing
     speaker gets a new smoother with ``alpha``); pass windows of a speaker in time order.
+    ``speaker_states`` maps speaker → the model's per-speaker normalisation state
+    (``model.new_speaker_state()`` for a missing speaker), updated the same way; None classifies
+    every window as its speaker's first.
     """
     if not windows:
         return []
@@ -674,8 +694,15 @@ def classify(
     rates = {w.sample_rate for w in windows}
     if len(rates) != 1:
         raise StageError(f"windows of one batch must share a sample rate, got {sorted(rates)}")
+    kwargs: dict[str, Any] = {}
+    if speaker_states is not None and getattr(model, "uses_speaker_state", False):
+        for w in windows:
+            if w.speaker not in speaker_states:
+                speaker_states[w.speaker] = model.new_speaker_state()
+        kwargs["speakers"] = [speaker_states[w.speaker] for w in windows]
     probs = np.asarray(
-        model.predict([w.samples for w in windows], sample_rate=rates.pop()), dtype=np.float64
+        model.predict([w.samples for w in windows], sample_rate=rates.pop(), **kwargs),
+        dtype=np.float64,
     )
     labels = list(model.labels)
     if probs.shape != (len(windows), len(labels)):

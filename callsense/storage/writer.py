@@ -4,9 +4,12 @@
 
 * ``call_started``: upsert the call (metadata, status) and insert its speakers;
 * ``window``: insert-ignore on (call_id, speaker, start_ms), creating a bare call row first if
-  the call is unknown (never lose a window to a foreign key);
-* ``call_ended``: mark the call ended, compute the summary from the stored windows
-  (``summarize_call``) and upsert it (primary key call_id, so a replay rewrites the same row).
+  the call is unknown (never lose a window to a foreign key), and insert-ignore its speaker
+  (a diarized mono call's ``call_started`` cannot list speakers: they appear with their
+  first windows);
+* ``call_ended``: insert-ignore every speaker it lists, mark the call ended, compute the
+  summary from the stored windows (``summarize_call``) and upsert it (primary key call_id, so
+  a replay rewrites the same row).
 
 Replaying any prefix of the topic leaves the database unchanged. Returns the summary events for
 ``callsense.summaries``.
@@ -97,6 +100,21 @@ def upsert_call(session: Session, ev: dict[str, Any]) -> None:
     insert_ignore(session, Speaker, speakers, ["call_id", "speaker"])
 
 
+def ensure_speakers(session: Session, ev: dict[str, Any]) -> None:
+    """Insert-ignore the speakers a ``call_ended`` event lists (every speaker of the call)."""
+    ensure_call(session, ev["call_id"])
+    rows = [
+        {
+            "call_id": ev["call_id"],
+            "speaker": s["speaker"],
+            "role": s.get("role") or "unknown",
+            "channel": s.get("channel"),
+        }
+        for s in ev.get("speakers") or []
+    ]
+    insert_ignore(session, Speaker, rows, ["call_id", "speaker"])
+
+
 def ensure_call(session: Session, call_id: str) -> None:
     insert_ignore(
         session, Call, [{"call_id": call_id, "status": "active", "extra": {}}], ["call_id"]
@@ -146,6 +164,7 @@ class Writer:
         with self.sessions.begin() as session:
             pending: list[dict[str, Any]] = []
             known: set[str] = set()
+            seen: set[tuple[str, str]] = set()  # (call, speaker) rows ensured in this batch
 
             def flush() -> None:
                 if not pending:
@@ -153,6 +172,20 @@ class Writer:
                 for cid in {r["call_id"] for r in pending} - known:
                     ensure_call(session, cid)
                     known.add(cid)
+                # a diarized mono call's speakers are known only from their first windows
+                speakers = {}
+                for r in pending:
+                    k = (r["call_id"], r["speaker"])
+                    if k not in seen and k not in speakers:
+                        speakers[k] = {
+                            "call_id": r["call_id"],
+                            "speaker": r["speaker"],
+                            "role": r.get("role") or "unknown",
+                            "channel": None,
+                        }
+                if speakers:
+                    insert_ignore(session, Speaker, list(speakers.values()), ["call_id", "speaker"])
+                    seen.update(speakers)
                 n = insert_ignore(
                     session, EmotionWindow, pending, ["call_id", "speaker", "start_ms"]
                 )
@@ -171,6 +204,7 @@ class Writer:
                     res.calls_started += 1
                 elif kind == "call_ended":
                     flush()
+                    ensure_speakers(session, ev)
                     summary = end_call(session, ev)
                     res.calls_ended += 1
                     res.summaries.append({"kind": "summary", **summary})

@@ -21,6 +21,16 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def ravdess_clips(shared: Path, actor: str, emotions: tuple[str, ...], n: int) -> list[np.ndarray]:
+    """The first ``n`` RAVDESS clips of ``actor`` with one of ``emotions`` (16 kHz float32)."""
+    import soundfile as sf
+
+    with open(shared / "ravdess" / "MANIFEST.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["speaker"] == actor]
+    sel = [r for r in rows if r["emotion"] in emotions][:n]
+    return [sf.read(shared / "ravdess" / r["path"], dtype="float32")[0] for r in sel]
+
+
 def build_call(
     shared_data: Path,
     out: Path,

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import csv
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # streaming_support (importlib mode)
+from streaming_support import ravdess_clips  # noqa: E402
+
 SR = 16000
-
-
-def _clips(shared: Path, actor: str, emotions: tuple[str, ...], n: int) -> list[np.ndarray]:
-    with open(shared / "ravdess" / "MANIFEST.csv") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["speaker"] == actor]
-    sel = [r for r in rows if r["emotion"] in emotions][:n]
-    return [sf.read(shared / "ravdess" / r["path"], dtype="float32")[0] for r in sel]
 
 
 @pytest.fixture(scope="module")
 def call_turns(shared_data: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Agent (neutral/calm, actor 5) and angry customer (actor 2) turns, agent first."""
-    agent = _clips(shared_data, "ravdess_05", ("neutral", "calm"), 8)
-    cust = _clips(shared_data, "ravdess_02", ("angry",), 8)
+    agent = ravdess_clips(shared_data, "ravdess_05", ("neutral", "calm"), 8)
+    cust = ravdess_clips(shared_data, "ravdess_02", ("angry",), 8)
     a = [np.concatenate(agent[i : i + 2]) for i in range(0, 8, 2)]
     c = [np.concatenate(cust[i : i + 2]) for i in range(0, 8, 2)]
     return a, c
@@ -33,7 +29,7 @@ def call_turns(shared_data: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
 def settings():
     from callsense.settings import Settings
 
-    s = Settings(diarization_mono=True)  # off by default until the stream worker diarizes
+    s = Settings(diarization_mono=True)  # the default; explicit so that the test says so
     if not (s.model_dir / "model.json").is_file():
         pytest.fail(f"no emotion model artefact at {s.model_dir}")
     return s

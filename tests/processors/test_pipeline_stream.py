@@ -5,6 +5,10 @@ model and real databases (SQLite and PostgreSQL).
   channel 1) streams through; the worker is SIGKILLed mid-call and restarted; the stored
   windows must equal, window for window and label for label, what ``analyze_file`` computes
   offline for the same file (no window lost, none written twice, stream/offline parity);
+* a two-speaker *mono* call (8 kHz) goes through the streaming diarizer in the worker; the
+  worker is SIGKILLed mid-call and restarted (its first batch loads the diarization models
+  again); the stored windows equal offline analysis with ``diarization_mono`` on, and both
+  diarized speakers are stored with their roles;
 * bad input (corrupt chunks, a sample-rate change, a chunk for an unknown call, a non-JSON
   message) goes to the dead-letter topic with a reason while another call is in flight, and
   that call still yields exactly its offline windows.
@@ -108,28 +112,37 @@ def _ingest(env: dict[str, str], path: Path, call_id: str, speed: str) -> subpro
     )  # fmt: skip
 
 
-def test_stream_sigkill_restart_matches_offline(
-    database_url: str, tansu: EmbeddedBroker, stereo_call: Path, offline: list, tmp_path: Path
-) -> None:
+def _kill_mid_call_and_restart(
+    tansu: EmbeddedBroker,
+    url: str,
+    call: Path,
+    call_id: str,
+    tmp_path: Path,
+    summary_timeout: float,
+    **extra_env: str,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Stream ``call`` at 2x real time through Tansu (checkpoints every 500 ms), SIGKILL the
+    worker after its first windows, finish the ingest, start a second worker and wait for the
+    call's summary. Returns the number of windows stored at the kill and all stored windows."""
     env = base_env(
         tansu.bootstrap,
-        database_url,
+        url,
         tmp_path / "data",
         CALLSENSE_STATE_CHECKPOINT_MS="500",
         CALLSENSE_BROKER_KIND="tansu",
+        **extra_env,
     )
-    call_id = "angry-customer-1"
     count = f"SELECT count(*) FROM emotion_windows WHERE call_id = '{call_id}'"
     ended = f"SELECT count(*) FROM call_summaries WHERE call_id = '{call_id}'"
 
     first = Worker(env, tmp_path / "worker1.log").start()
     wait_for(lambda: "Worker ready" in first.log(), 120, "first worker ready", first)
-    ingest = _ingest(env, stereo_call, call_id, speed="2")
+    ingest = _ingest(env, call, call_id, speed="2")
     try:
-        wait_for(lambda: db_scalar(database_url, count) >= 3, 120, "first windows", first)
+        wait_for(lambda: db_scalar(url, count) >= 3, 120, "first windows", first)
         first.kill()  # mid-call: no shutdown code runs
-        at_kill = db_scalar(database_url, count)
-        assert db_scalar(database_url, ended) == 0, "the call must still be in flight"
+        at_kill = db_scalar(url, count)
+        assert db_scalar(url, ended) == 0, "the call must still be in flight"
         out, err = ingest.communicate(timeout=120)
         assert ingest.returncode == 0, err
     finally:
@@ -139,10 +152,21 @@ def test_stream_sigkill_restart_matches_offline(
 
     second = Worker(env, tmp_path / "worker2.log").start()
     try:
-        wait_for(lambda: db_scalar(database_url, ended) == 1, 180, "call summary", second)
-        stored = db_windows(database_url, call_id)
+        wait_for(lambda: db_scalar(url, ended) == 1, summary_timeout, "call summary", second)
+        stored = db_windows(url, call_id)
     finally:
         second.stop()
+
+    return at_kill, stored
+
+
+def test_stream_sigkill_restart_matches_offline(
+    database_url: str, tansu: EmbeddedBroker, stereo_call: Path, offline: list, tmp_path: Path
+) -> None:
+    call_id = "angry-customer-1"
+    at_kill, stored = _kill_mid_call_and_restart(
+        tansu, database_url, stereo_call, call_id, tmp_path, summary_timeout=180
+    )
 
     assert 0 < at_kill < len(offline), "the kill must interrupt the call"
     # no window lost, none written twice, and exactly the offline windows and labels
@@ -161,6 +185,52 @@ def test_stream_sigkill_restart_matches_offline(
     # the windows topic may hold replayed duplicates; the database holds each window once
     events = [e for e in read_topic(tansu.bootstrap, WINDOWS_TOPIC) if e["kind"] == "window"]
     assert len(events) >= len(stored)
+
+
+@pytest.fixture(scope="module")
+def mono_call(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import soundfile as sf
+    from test_pipeline_callstate_diarized import at_rate, mono_two_speaker_call
+
+    out = tmp_path_factory.mktemp("mono") / "mono_two_speakers_8k.wav"
+    sf.write(str(out), at_rate(mono_two_speaker_call(shared_data), 8000), 8000, subtype="PCM_16")
+    return out
+
+
+@pytest.fixture(scope="module")
+def mono_offline(mono_call: Path) -> list[dict[str, Any]]:
+    from callsense.processors.offline import analyze_file
+
+    results = analyze_file(mono_call, Settings(diarization_mono=True), call_id="offline")
+    return sorted(
+        (r.to_row("offline") for r in results), key=lambda r: (r["speaker"], r["start_ms"])
+    )
+
+
+def test_stream_diarized_mono_sigkill_restart_matches_offline(
+    database_url: str, tansu: EmbeddedBroker, mono_call: Path, mono_offline: list, tmp_path: Path
+) -> None:
+    call_id = "mono-two-speakers-1"
+    at_kill, stored = _kill_mid_call_and_restart(
+        tansu, database_url, mono_call, call_id, tmp_path, summary_timeout=240,
+        CALLSENSE_DIARIZATION_MONO="true",
+    )  # fmt: skip
+
+    assert 0 < at_kill < len(mono_offline), "the kill must interrupt the call"
+    _assert_same_windows(stored, mono_offline)
+    speakers = {r["speaker"]: r["role"] for r in stored}
+    assert speakers == {"spk0": "agent", "spk1": "customer"}
+    rows = db_scalar(
+        database_url,
+        f"SELECT string_agg(speaker || ':' || role, ',') FROM (SELECT speaker, role FROM "
+        f"speakers WHERE call_id = '{call_id}' ORDER BY speaker) s"
+        if database_url.startswith("postgresql")
+        else f"SELECT group_concat(speaker || ':' || role, ',') FROM (SELECT speaker, role "
+        f"FROM speakers WHERE call_id = '{call_id}' ORDER BY speaker)",
+    )
+    assert rows == "spk0:agent,spk1:customer"
+    status = db_scalar(database_url, f"SELECT status FROM calls WHERE call_id = '{call_id}'")
+    assert status == "ended"
 
 
 def _chunk(call_id: str, seq: int, start: int, audio, rate: int = 16000) -> bytes:

@@ -16,6 +16,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +120,41 @@ def _ingest(env: dict[str, str], path: Path, call_id: str, speed: str = "1.5") -
     )  # fmt: skip
 
 
-def test_two_workers_share_calls_and_survive_a_sigkill(
-    database_url: str, calls_audio: dict[str, Any], tmp_path: Path
-) -> None:
+@dataclass
+class Cluster:
+    """A Tansu broker with the topics, the worker environment and two (not yet started)
+    workers ``a`` and ``b`` in one group; ingest processes started through it are killed at
+    exit."""
+
+    broker: EmbeddedBroker
+    env: dict[str, str]
+    database_url: str
+    workers: dict[str, Worker]
+    ingests: list[subprocess.Popen] = field(default_factory=list)
+
+    def ingest(self, path: Path, call_id: str, speed: str = "1.5") -> None:
+        self.ingests.append(_ingest(self.env, path, call_id, speed))
+
+    def finish_ingests(self) -> None:
+        for proc in self.ingests:
+            _out, err = proc.communicate(timeout=180)
+            assert proc.returncode == 0, err
+
+    def windows(self, call_id: str) -> int:
+        q = "SELECT count(*) FROM emotion_windows WHERE call_id = :c"
+        return int(db_scalar(self.database_url, q, c=call_id) or 0)
+
+    def ended(self, call_ids: list[str]) -> int:
+        q = "SELECT count(*) FROM call_summaries WHERE call_id IN ({})".format(
+            ", ".join(f"'{c}'" for c in call_ids)
+        )
+        return int(db_scalar(self.database_url, q) or 0)
+
+
+@contextmanager
+def cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
     with EmbeddedBroker(kind="tansu", data_dir=tmp_path / "broker") as broker:
-        settings = Settings(topic_partitions=PARTITIONS, broker_kind="tansu")
-        ensure_topics(broker.bootstrap, settings)
+        ensure_topics(broker.bootstrap, Settings(topic_partitions=PARTITIONS, broker_kind="tansu"))
         env = base_env(
             broker.bootstrap,
             database_url,
@@ -138,70 +170,62 @@ def test_two_workers_share_calls_and_survive_a_sigkill(
             )
             for name in ("a", "b")
         }
-        ingests: list[subprocess.Popen] = []
+        c = Cluster(broker, env, database_url, workers)
         try:
-            workers["a"].start()
-            wait_for(lambda: "Worker ready" in workers["a"].log(), 120, "worker a", workers["a"])
-            workers["b"].start()
-
-            def split() -> dict[str, set[int]] | None:
-                got = {n: audio_partitions(w.log()) for n, w in workers.items()}
-                if any(not p for p in got.values()):
-                    return None
-                if set().union(*got.values()) != set(range(PARTITIONS)):
-                    return None
-                return got  # type: ignore[return-value]
-
-            owned = wait_for(split, 120, "both workers sharing the audio partitions")
-            assert not owned["a"] & owned["b"], owned
-
-            call_ids = call_ids_one_per_partition("scale")
-            audio_of = {cid: "ab"[i % 2] for i, cid in enumerate(call_ids)}
-            for cid in call_ids:
-                ingests.append(_ingest(env, calls_audio[audio_of[cid]][0], cid))
-            victim, survivor = "a", "b"
-            victim_calls = [c for c in call_ids if partition_of(c) in owned[victim]]
-            survivor_calls = [c for c in call_ids if partition_of(c) in owned[survivor]]
-            assert len(victim_calls) == len(survivor_calls) == 2
-
-            def count(cid: str) -> int:
-                q = "SELECT count(*) FROM emotion_windows WHERE call_id = :c"
-                return int(db_scalar(database_url, q, c=cid) or 0)
-
-            # calls are spread over both workers: each worker writes windows for its own calls
-            wait_for(lambda: all(count(c) >= 2 for c in call_ids), 180, "windows of all four calls")
-            workers[victim].kill()  # mid-stream: no shutdown code runs
-            killed_at = time.monotonic()
-            at_kill = {c: count(c) for c in victim_calls}
-            ended_q = "SELECT count(*) FROM call_summaries WHERE call_id = :c"
-            assert all(db_scalar(database_url, ended_q, c=c) == 0 for c in victim_calls), (
-                "the victim's calls must still be in flight when it dies"
-            )
-            for proc in ingests:
-                _out, err = proc.communicate(timeout=180)
-                assert proc.returncode == 0, err
-
-            done = "SELECT count(*) FROM call_summaries WHERE call_id IN ({})".format(
-                ", ".join(f"'{c}'" for c in call_ids)
-            )
-            wait_for(
-                lambda: db_scalar(database_url, done) == len(call_ids),
-                240,
-                "every call ended",
-                workers[survivor],
-            )
-            recovered_s = time.monotonic() - killed_at
-            took_over = audio_partitions(workers[survivor].log())
-            stored = {cid: db_windows(database_url, cid) for cid in call_ids}
-            status_q = "SELECT status FROM calls WHERE call_id = :c"
-            statuses = {cid: db_scalar(database_url, status_q, c=cid) for cid in call_ids}
+            yield c
         finally:
-            for proc in ingests:
+            for proc in c.ingests:
                 if proc.poll() is None:
                     proc.kill()
             for w in workers.values():
                 w.stop()
-        topic = read_topic(broker.bootstrap, WINDOWS_TOPIC)
+
+
+def test_two_workers_share_calls_and_survive_a_sigkill(
+    database_url: str, calls_audio: dict[str, Any], tmp_path: Path
+) -> None:
+    with cluster(tmp_path, database_url) as c:
+        workers = c.workers
+        workers["a"].start()
+        wait_for(lambda: "Worker ready" in workers["a"].log(), 120, "worker a", workers["a"])
+        workers["b"].start()
+
+        def split() -> dict[str, set[int]] | None:
+            got = {n: audio_partitions(w.log()) for n, w in workers.items()}
+            if any(not p for p in got.values()):
+                return None
+            if set().union(*got.values()) != set(range(PARTITIONS)):
+                return None
+            return got  # type: ignore[return-value]
+
+        owned = wait_for(split, 120, "both workers sharing the audio partitions")
+        assert not owned["a"] & owned["b"], owned
+
+        call_ids = call_ids_one_per_partition("scale")
+        audio_of = {cid: "ab"[i % 2] for i, cid in enumerate(call_ids)}
+        for cid in call_ids:
+            c.ingest(calls_audio[audio_of[cid]][0], cid)
+        victim, survivor = "a", "b"
+        victim_calls = [x for x in call_ids if partition_of(x) in owned[victim]]
+        survivor_calls = [x for x in call_ids if partition_of(x) in owned[survivor]]
+        assert len(victim_calls) == len(survivor_calls) == 2
+
+        # calls are spread over both workers: each worker writes windows for its own calls
+        wait_for(lambda: all(c.windows(x) >= 2 for x in call_ids), 180, "windows of all calls")
+        workers[victim].kill()  # mid-stream: no shutdown code runs
+        killed_at = time.monotonic()
+        at_kill = {x: c.windows(x) for x in victim_calls}
+        assert c.ended(victim_calls) == 0, "the victim's calls must still be in flight when it dies"
+        c.finish_ingests()
+        wait_for(
+            lambda: c.ended(call_ids) == len(call_ids), 240, "every call ended", workers[survivor]
+        )
+        recovered_s = time.monotonic() - killed_at
+        took_over = audio_partitions(workers[survivor].log())
+        stored = {cid: db_windows(database_url, cid) for cid in call_ids}
+        status_q = "SELECT status FROM calls WHERE call_id = :c"
+        statuses = {cid: db_scalar(database_url, status_q, c=cid) for cid in call_ids}
+        topic = read_topic(c.broker.bootstrap, WINDOWS_TOPIC)
     window_events = [e for e in topic if e.get("kind") == "window"]
 
     # the survivor took over every partition, including the dead worker's
@@ -230,73 +254,39 @@ def test_calls_move_to_a_worker_that_joins_mid_stream(
     the partitions (and their calls' state) move to it; it is SIGKILLed mid-call and they move
     back to the first worker. Every call still ends with exactly the offline windows."""
     database_url = f"sqlite:///{tmp_path / 'join.db'}"
-    with EmbeddedBroker(kind="tansu", data_dir=tmp_path / "broker") as broker:
-        settings = Settings(topic_partitions=PARTITIONS, broker_kind="tansu")
-        ensure_topics(broker.bootstrap, settings)
-        env = base_env(
-            broker.bootstrap,
-            database_url,
-            tmp_path / "data",
-            CALLSENSE_BROKER_KIND="tansu",
-            CALLSENSE_TOPIC_PARTITIONS=str(PARTITIONS),
-            CALLSENSE_STATE_CHECKPOINT_MS="500",
+    call_ids = call_ids_one_per_partition("join")
+    audio_of = {cid: "ab"[i % 2] for i, cid in enumerate(call_ids)}
+    with cluster(tmp_path, database_url) as c:
+        workers = c.workers
+        workers["a"].start()
+        wait_for(lambda: "Worker ready" in workers["a"].log(), 120, "worker a", workers["a"])
+        for cid in call_ids:
+            # slower than real time: the calls must outlast a join and a failover
+            c.ingest(calls_audio[audio_of[cid]][0], cid, speed="0.6")
+        wait_for(lambda: all(c.windows(x) >= 1 for x in call_ids), 180, "first windows")
+        workers["b"].start()
+
+        def split() -> dict[str, set[int]] | None:
+            got = {n: audio_partitions(w.log()) for n, w in workers.items()}
+            return got if all(got.values()) else None  # type: ignore[return-value]
+
+        owned = wait_for(split, 120, "the partitions split over both workers", workers["b"])
+        moved = [x for x in call_ids if partition_of(x) in owned["b"]]
+        at_join = {x: c.windows(x) for x in moved}
+        # the newcomer works on the moved calls, then dies: they move back to the first
+        # worker, whose memory still holds what it knew about them before the join
+        wait_for(
+            lambda: any(c.windows(x) > at_join[x] for x in moved),
+            120,
+            "windows from the newcomer",
+            workers["b"],
         )
-        workers = {
-            name: Worker(
-                {**env, "CALLSENSE_DATA_DIR": str(tmp_path / f"data-{name}")},
-                tmp_path / f"worker-{name}.log",
-            )
-            for name in ("a", "b")
-        }
-        ingests: list[subprocess.Popen] = []
-        call_ids = call_ids_one_per_partition("join")
-        audio_of = {cid: "ab"[i % 2] for i, cid in enumerate(call_ids)}
-        try:
-            workers["a"].start()
-            wait_for(lambda: "Worker ready" in workers["a"].log(), 120, "worker a", workers["a"])
-            for cid in call_ids:
-                # slower than real time: the calls must outlast a join and a failover
-                ingests.append(_ingest(env, calls_audio[audio_of[cid]][0], cid, speed="0.6"))
-
-            def count(cid: str) -> int:
-                q = "SELECT count(*) FROM emotion_windows WHERE call_id = :c"
-                return int(db_scalar(database_url, q, c=cid) or 0)
-
-            wait_for(lambda: all(count(c) >= 1 for c in call_ids), 180, "first windows")
-            workers["b"].start()
-
-            def split() -> dict[str, set[int]] | None:
-                got = {n: audio_partitions(w.log()) for n, w in workers.items()}
-                return got if all(got.values()) else None  # type: ignore[return-value]
-
-            owned = wait_for(split, 120, "the partitions split over both workers", workers["b"])
-            moved = [c for c in call_ids if partition_of(c) in owned["b"]]
-            at_join = {c: count(c) for c in moved}
-            # the newcomer works on the moved calls, then dies: they move back to the first
-            # worker, whose memory still holds what it knew about them before the join
-            wait_for(
-                lambda: any(count(c) > at_join[c] for c in moved),
-                120,
-                "windows from the newcomer",
-                workers["b"],
-            )
-            workers["b"].kill()
-            back_at = {c: count(c) for c in moved}
-            for proc in ingests:
-                _out, err = proc.communicate(timeout=180)
-                assert proc.returncode == 0, err
-            done = "SELECT count(*) FROM call_summaries WHERE call_id IN ({})".format(
-                ", ".join(f"'{c}'" for c in call_ids)
-            )
-            wait_for(lambda: db_scalar(database_url, done) == len(call_ids), 240, "calls ended")
-            stored = {cid: db_windows(database_url, cid) for cid in call_ids}
-            final = audio_partitions(workers["a"].log())
-        finally:
-            for proc in ingests:
-                if proc.poll() is None:
-                    proc.kill()
-            for w in workers.values():
-                w.stop()
+        workers["b"].kill()
+        back_at = {x: c.windows(x) for x in moved}
+        c.finish_ingests()
+        wait_for(lambda: c.ended(call_ids) == len(call_ids), 240, "calls ended")
+        stored = {cid: db_windows(database_url, cid) for cid in call_ids}
+        final = audio_partitions(workers["a"].log())
 
     assert moved, owned
     assert final == set(range(PARTITIONS)), final

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +15,17 @@ from callsense.processors.offline import analyze_cmd, extract_windows, load_call
 from callsense.processors.stages import StageConfig
 from click.testing import CliRunner
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # streaming_support (importlib mode)
+from streaming_support import ravdess_clips  # noqa: E402
+
 SR = 16000
-
-
-def _clips(shared: Path, actor: str, emotions: tuple[str, ...], n: int) -> list[np.ndarray]:
-    rows = list(csv.DictReader(open(shared / "ravdess" / "MANIFEST.csv")))
-    sel = [r for r in rows if r["speaker"] == actor and r["emotion"] in emotions][:n]
-    return [sf.read(shared / "ravdess" / r["path"], dtype="float32")[0] for r in sel]
 
 
 @pytest.fixture(scope="module")
 def stereo_call(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~23 s stereo call: customer (ch1) angry, agent (ch0) neutral/calm, turns alternating."""
-    agent = _clips(shared_data, "ravdess_05", ("neutral", "calm"), 3)
-    cust = _clips(shared_data, "ravdess_03", ("angry",), 3)
+    agent = ravdess_clips(shared_data, "ravdess_05", ("neutral", "calm"), 3)
+    cust = ravdess_clips(shared_data, "ravdess_03", ("angry",), 3)
     ch0: list[np.ndarray] = []
     ch1: list[np.ndarray] = []
     for a, c in zip(agent, cust, strict=True):
@@ -152,11 +150,12 @@ def test_analyze_csv_and_table_agree_with_json(stereo_call: Path, shipped_model:
 def test_analyze_mono_ogg_at_another_rate(
     shared_data: Path, tmp_path: Path, shipped_model: Path
 ) -> None:
-    """A mono OGG/Vorbis file at 22.05 kHz: one speaker of unknown role (mono diarization is
-    off by default, as in the stream), windows in call time."""
+    """A mono OGG/Vorbis file at 22.05 kHz of one voice: the diarizer (on by default, as in
+    the stream) finds one speaker, the agent by the default 'first' rule; windows in call
+    time."""
     from callsense.models.audio import resample
 
-    x = np.concatenate(_clips(shared_data, "ravdess_03", ("angry",), 3))
+    x = np.concatenate(ravdess_clips(shared_data, "ravdess_03", ("angry",), 3))
     path = tmp_path / "mono.ogg"
     sf.write(path, resample(x, SR, 22050), 22050, format="OGG", subtype="VORBIS")
     res = CliRunner().invoke(analyze_cmd, [str(path), "--json"])
@@ -164,7 +163,7 @@ def test_analyze_mono_ogg_at_another_rate(
     doc = json.loads(res.output)
     assert doc["channels"] == 1 and doc["sample_rate"] == 22050
     assert [(s["speaker"], s["role"], s["channel"]) for s in doc["speakers"]] == [
-        ("spk0", "unknown", None)
+        ("spk0", "agent", None)
     ]
     wins = doc["speakers"][0]["windows"]
     assert len(wins) >= 3 and wins[-1]["end_ms"] <= doc["duration_s"] * 1000
