@@ -44,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import click
+from callsense.processors.delivery import OffsetGuard, Verdict
 from callsense.processors.events import (
     AUDIO_TOPIC,
     DEADLETTER_TOPIC,
@@ -141,7 +142,14 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
     # the read offsets were not moved past them meanwhile (a race): a restarted worker then
     # lost a span of a call, or all of its rest (docs/streaming.md). Seeking once more to the
     # committed offsets after the queues were cleared re-reads them; replays are skipped by seq.
-    rebalance_end = app.on_rebalance_end
+    # Whatever skips remain, the agent admits each partition's records in offset order only
+    # (delivery.OffsetGuard): a record past a hole is held back and the partition sought back.
+    guard = OffsetGuard()
+    rebalance_start, rebalance_end = app.on_rebalance_start, app.on_rebalance_end
+
+    def on_rebalance_start() -> None:
+        guard.forget()  # the next assignment starts from the committed offsets
+        rebalance_start()
 
     def on_rebalance_end() -> None:
         rebalance_end()
@@ -149,11 +157,16 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
 
     async def _seek_committed() -> None:
         try:
-            await app.consumer.perform_seek()
+            committed = await app.consumer.seek_to_committed()
+            for tp, offset in committed.items():
+                await app.consumer.seek(tp, offset)  # also resets Faust's read offset
+                if tp.topic == audio_topic.get_topic_name():
+                    guard.start(tp, offset)
             log.info("recovery done: partitions sought to their committed offsets again")
         except Exception as exc:  # noqa: BLE001 - e.g. a new rebalance began: it seeks again
             log.warning("seek to committed offsets after recovery failed: %r", exc)
 
+    app.on_rebalance_start = on_rebalance_start
     app.on_rebalance_end = on_rebalance_end
 
     classifier = classifier or BatchClassifier(settings)
@@ -206,10 +219,38 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
         async for events in stream.take_events(settings.stream_batch_events, within=within):
             for e in events:  # hold the offsets until the state covering them is durable
                 e.message.incref()
+            admitted = await _in_offset_order(list(events))
             try:
-                await _process_batch(list(events))
+                if admitted:
+                    await _process_batch(admitted)
             except Exception:  # never let the batch be acked: crash, restart, replay
                 _fatal("audio batch failed")
+
+    async def _in_offset_order(events: list[Any]) -> list[Any]:
+        """The events the guard admits; for a hole, seek its partition back to it. Held-back
+        events are neither processed nor acknowledged: the seek fetches them again."""
+        admitted, seeks = [], {}
+        for e in events:
+            tp, offset = e.message.tp, e.message.offset
+            verdict, seek_to = guard.admit(tp, offset)
+            if verdict is Verdict.AHEAD:
+                if seek_to is not None:
+                    seeks.setdefault(tp, (seek_to, offset))
+                continue
+            admitted.append(e)
+        for tp, (seek_to, seen) in seeks.items():
+            log.warning(
+                "partition %s: got offset %d while expecting %d (records skipped by the "
+                "consumer); seeking back to %d", tp, seen, seek_to, seek_to,
+            )  # fmt: skip
+            await _seek(tp, seek_to)
+        return admitted
+
+    async def _seek(tp: Any, offset: int) -> None:
+        try:
+            await app.consumer.seek(tp, offset)
+        except Exception as exc:  # noqa: BLE001 - the guard asks again after its retry time
+            log.warning("seek of %s to %d failed: %r", tp, offset, exc)
 
     async def _process_batch(events: list[Any]) -> None:
         async with batch_lock:
@@ -242,6 +283,9 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
 
     @app.timer(max(settings.state_checkpoint_ms, 100) / 1000.0)
     async def checkpoint_idle() -> None:
+        for tp, offset in guard.overdue():  # a hole whose records have not come back yet
+            log.warning("partition %s: offset %d still missing; seeking back again", tp, offset)
+            await _seek(tp, offset)
         try:  # an empty step ends calls whose call_end waited too long for missing chunks
             async with batch_lock:
                 await _step([])

@@ -17,6 +17,7 @@ model and real databases (SQLite and PostgreSQL).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,11 +97,23 @@ def _key(rows: list[dict[str, Any]]) -> list[tuple]:
     ]
 
 
-def _assert_same_windows(stored: list[dict[str, Any]], offline: list[dict[str, Any]]) -> None:
-    assert _key(stored) == _key(offline)
+def _assert_same_windows(
+    stored: list[dict[str, Any]], offline: list[dict[str, Any]], logs: list[Path] | None = None
+) -> None:
+    assert _key(stored) == _key(offline), _delivery_story(logs or [])
     for s, o in zip(stored, offline, strict=True):
         for label, p in o["probabilities"].items():
             assert s["probabilities"][label] == pytest.approx(p, abs=1e-4)
+
+
+def _delivery_story(logs: list[Path]) -> str:
+    """The workers' log lines on what was delivered and processed, for a failure message."""
+    pattern = re.compile(r"audio batch|partition|never arrived|recovery|Worker ready|Rebalanc")
+    lines = []
+    for log in logs:
+        text = log.read_text(errors="replace") if log.exists() else "(no log)"
+        lines += [f"--- {log.name}"] + [ln[:240] for ln in text.splitlines() if pattern.search(ln)]
+    return "\n".join(lines[-120:])
 
 
 def _ingest(env: dict[str, str], path: Path, call_id: str, speed: str) -> subprocess.Popen:
@@ -170,7 +183,7 @@ def test_stream_sigkill_restart_matches_offline(
 
     assert 0 < at_kill < len(offline), "the kill must interrupt the call"
     # no window lost, none written twice, and exactly the offline windows and labels
-    _assert_same_windows(stored, offline)
+    _assert_same_windows(stored, offline, sorted(tmp_path.glob("worker*.log")))
     speakers = {r["speaker"]: r["role"] for r in stored}
     assert speakers == {"ch0": "agent", "ch1": "customer"}
     customer = [r for r in stored if r["speaker"] == "ch1"]
@@ -217,7 +230,7 @@ def test_stream_diarized_mono_sigkill_restart_matches_offline(
     )  # fmt: skip
 
     assert 0 < at_kill < len(mono_offline), "the kill must interrupt the call"
-    _assert_same_windows(stored, mono_offline)
+    _assert_same_windows(stored, mono_offline, sorted(tmp_path.glob("worker*.log")))
     speakers = {r["speaker"]: r["role"] for r in stored}
     assert speakers == {"spk0": "agent", "spk1": "customer"}
     rows = db_scalar(

@@ -1,0 +1,120 @@
+"""Offset-order admission of a partition's records to the audio state machine.
+
+Kafka delivers a partition in offset order, and the call state machine relies on it: a chunk
+that never reaches it is waited for (reorder buffer), then given up as missing audio. Faust
+(faust-streaming 0.15.3) can skip records inside one worker session: its recovery and seeks
+race with the fetcher. In one CI run a restarted worker lost ~24 s from the middle of a call
+while the audio after it was processed: records skipped by the consumer is what fits (the
+worker's log was not kept).
+
+:class:`OffsetGuard` makes such a skip visible and repairs it: it remembers the next offset
+expected on each partition; a record past it is held back (not processed, not acknowledged)
+and the consumer is sought back to the expected offset, so the skipped records are fetched
+again. Records before it are replays (processed again; the state machine skips them by seq).
+A plain class, no Kafka: the agent in :mod:`callsense.processors.app` wires it to the consumer.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+#: seconds to wait for the records a seek asked for before seeking again
+SEEK_RETRY_S = 5.0
+#: seeks to one offset before the records are taken as absent from the log (not a skip)
+MAX_SEEKS = 3
+
+
+class Verdict(enum.Enum):
+    NEXT = "next"  # the expected record: process it
+    REPLAY = "replay"  # before the expected offset: process it (a replay, skipped by seq)
+    AHEAD = "ahead"  # past the expected offset: hold it back; records before it were skipped
+
+
+@dataclass
+class _Seek:
+    offset: int
+    attempts: int
+    at: float
+
+
+class OffsetGuard:
+    """Admit each partition's records in offset order, without holes.
+
+    ``admit(tp, offset)`` returns the verdict and, for the first record past a hole, the offset
+    to seek the partition back to. :meth:`overdue` repeats a seek that was not answered within
+    ``retry_s``. Once ``max_seeks`` seeks went unanswered for ``retry_s`` each, the missing
+    offsets are taken as absent from the log (logged, counted in ``gaps``) and the next
+    record is admitted.
+    """
+
+    def __init__(
+        self,
+        retry_s: float = SEEK_RETRY_S,
+        max_seeks: int = MAX_SEEKS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.retry_s = retry_s
+        self.max_seeks = max_seeks
+        self.clock = clock
+        self.expected: dict[Hashable, int] = {}
+        self.seeks: dict[Hashable, _Seek] = {}
+        self.skipped = 0  # records held back because earlier ones were skipped
+        self.gaps = 0  # offsets given up as absent from the log
+
+    def start(self, tp: Hashable, offset: int | None) -> None:
+        """The consumer was sought to ``offset`` (its committed offset) on ``tp``.
+
+        Sets the expected offset only if none is known: records already admitted past it are
+        in the call state, so anything before them is a replay either way.
+        """
+        if offset is not None and offset >= 0:
+            self.expected.setdefault(tp, offset)
+
+    def forget(self, tps: Iterable[Hashable] | None = None) -> None:
+        """Drop what is known of ``tps`` (all partitions if None), e.g. at a rebalance."""
+        for tp in list(self.expected) if tps is None else list(tps):
+            self.expected.pop(tp, None)
+            self.seeks.pop(tp, None)
+
+    def admit(self, tp: Hashable, offset: int) -> tuple[Verdict, int | None]:
+        expected = self.expected.get(tp)
+        if expected is None or offset == expected:
+            self.expected[tp] = offset + 1
+            self.seeks.pop(tp, None)
+            return Verdict.NEXT, None
+        if offset < expected:
+            return Verdict.REPLAY, None
+        seek = self.seeks.get(tp)
+        self.skipped += 1
+        if seek is None or seek.offset != expected:
+            self.seeks[tp] = _Seek(expected, 1, self.clock())
+            return Verdict.AHEAD, expected
+        if seek.attempts < self.max_seeks or self.clock() - seek.at < self.retry_s:
+            return Verdict.AHEAD, None  # the seek is under way; overdue() repeats it
+        self.skipped -= 1
+        log.warning(
+            "partition %s: offsets %d..%d did not come back after %d seeks; taken as absent",
+            tp, expected, offset - 1, seek.attempts,
+        )  # fmt: skip
+        self.gaps += offset - expected
+        self.expected[tp] = offset + 1
+        self.seeks.pop(tp, None)
+        return Verdict.NEXT, None
+
+    def overdue(self) -> list[tuple[Hashable, int]]:
+        """Seeks to repeat: holes not filled ``retry_s`` after the last seek, at most
+        ``max_seeks`` seeks each (called by a timer, so a hole is retried with no new record)."""
+        now = self.clock()
+        due = []
+        for tp, seek in self.seeks.items():
+            if seek.attempts < self.max_seeks and now - seek.at >= self.retry_s:
+                seek.attempts += 1
+                seek.at = now
+                due.append((tp, seek.offset))
+        return due
