@@ -279,9 +279,7 @@ class CallProcessor:
             if state.get("diar") is not None:
                 from callsense.processors.diarization.route import MonoDiarizedStream
 
-                ctx.diar = MonoDiarizedStream.from_state(
-                    self._diarization_models(), state["diar"]
-                )
+                ctx.diar = MonoDiarizedStream.from_state(self._diarization_models(), state["diar"])
         return ctx
 
     def _new_context(self, start: CallStart) -> CallContext:
@@ -501,17 +499,13 @@ class CallProcessor:
 
     def _route(self, ctx: CallContext, chunks: list[Any], windows: list[Any]) -> None:
         """Diarized speaker chunks (16 kHz) -> their pipelines, created on first sight."""
-        from callsense.processors.diarization.models import SAMPLE_RATE
-        from callsense.processors.stages import SpeakerPipeline
+        from callsense.processors.diarization.route import route_chunks
 
-        for c in chunks:
-            pipe = ctx.pipelines.get(c.speaker_id)
-            if pipe is None:
-                pipe = SpeakerPipeline(self.cfg, SAMPLE_RATE, c.speaker_id, c.role)
-                ctx.pipelines[c.speaker_id] = pipe
-                ctx.smoothers[c.speaker_id] = self.classifier.new_smoother()
-                ctx.speakers.append((c.speaker_id, c.role, None))
-            windows.extend(pipe.push(c.samples, c.start_sample))
+        def on_new(speaker_id: str, role: str) -> None:
+            ctx.smoothers[speaker_id] = self.classifier.new_smoother()
+            ctx.speakers.append((speaker_id, role, None))
+
+        windows.extend(route_chunks(chunks, ctx.pipelines, self.cfg, on_new))
 
     def _finish(
         self,

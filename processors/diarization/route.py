@@ -12,6 +12,7 @@ where they first become known.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -281,6 +282,32 @@ def state_bound_bytes(config: DiarizerConfig, input_rate: int) -> int:
     return total + 2048  # config, counters, keys
 
 
+def route_chunks(
+    chunks: list[SpeakerChunk],
+    pipes: dict[str, Any],
+    cfg: Any,
+    on_new: Callable[[str, str], None] | None = None,
+) -> list[Any]:
+    """Feed diarized speaker chunks (16 kHz) to their speakers' pipelines; returns the windows.
+
+    A speaker's :class:`~callsense.processors.stages.SpeakerPipeline` is created in ``pipes``
+    when the speaker first appears, and ``on_new(speaker_id, role)`` is told (the stream worker
+    adds the speaker's smoother there). Used by the stream worker and by
+    :func:`diarized_windows`, so both give a speaker the same pipeline.
+    """
+    from callsense.processors.stages import SpeakerPipeline
+
+    windows: list[Any] = []
+    for c in chunks:
+        pipe = pipes.get(c.speaker_id)
+        if pipe is None:
+            pipe = pipes[c.speaker_id] = SpeakerPipeline(cfg, SAMPLE_RATE, c.speaker_id, c.role)
+            if on_new is not None:
+                on_new(c.speaker_id, c.role)
+        windows.extend(pipe.push(c.samples, c.start_sample))
+    return windows
+
+
 def diarized_windows(
     audio: np.ndarray,
     sr: int,
@@ -299,7 +326,7 @@ def diarized_windows(
     appears). Returns ``(windows, speaker info)`` like
     ``callsense.processors.offline.extract_windows``.
     """
-    from callsense.processors.stages import SpeakerPipeline, chunk_audio
+    from callsense.processors.stages import chunk_audio
 
     from .models import load_models
 
@@ -313,16 +340,9 @@ def diarized_windows(
     )
     pipes: dict[str, Any] = {}
     windows: list[Any] = []
-
-    def feed(chunks: list[SpeakerChunk]) -> None:
-        for c in chunks:
-            if c.speaker_id not in pipes:
-                pipes[c.speaker_id] = SpeakerPipeline(cfg, SAMPLE_RATE, c.speaker_id, c.role)
-            windows.extend(pipes[c.speaker_id].push(c.samples, c.start_sample))
-
     for _seq, start, chunk in chunk_audio(x, int(sr), chunk_ms):
-        feed(stream.push(chunk[0], start))
-    feed(stream.flush())
+        windows.extend(route_chunks(stream.push(chunk[0], start), pipes, cfg))
+    windows.extend(route_chunks(stream.flush(), pipes, cfg))
     for pipe in pipes.values():
         windows.extend(pipe.flush())
     windows.sort(key=lambda w: (w.end_ms, w.speaker))
