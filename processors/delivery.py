@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +119,21 @@ class OffsetGuard:
                 seek.at = now
                 due.append((tp, seek.offset))
         return due
+
+
+def faust_gap(consumer: Any, tp: Hashable, start: int, end: int, absent: bool) -> None:
+    """Correct Faust's gap record for offsets ``start..end-1`` of ``tp``.
+
+    Faust (faust-streaming 0.15.3) records a jump of its read offset as a "gap" that its next
+    commit treats as acknowledged. A jump over skipped records is no such gap (``absent`` False):
+    it is dropped, so the committed offset cannot pass records that are not in a checkpoint yet.
+    Offsets the guard took as absent from the log are one (``absent`` True): it is recorded, or
+    the committed offset would stop there for good.
+    """
+    gaps = getattr(consumer, "_gap", None)
+    if gaps is None:  # another Faust version: nothing to correct
+        return
+    if absent:
+        gaps[tp].addi(start, end)
+    elif tp in gaps:
+        gaps[tp].chop(start, end)

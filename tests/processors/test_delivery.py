@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from callsense.processors.delivery import OffsetGuard, Verdict
+import asyncio
+from types import SimpleNamespace
+
+from callsense.processors.delivery import OffsetGuard, Verdict, faust_gap
 
 TP = ("callsense.audio", 2)
 
@@ -73,3 +76,56 @@ def test_start_keeps_what_was_admitted_and_forget_resets():
     assert other not in guard.expected and other not in guard.seeks
     guard.forget()
     assert guard.expected == {} and guard.admit(TP, 3) == (Verdict.NEXT, None)
+
+
+def _faust_offsets() -> SimpleNamespace:
+    """The offset bookkeeping attributes that Faust's Consumer commit computation reads."""
+    from collections import defaultdict
+
+    from intervaltree import IntervalTree
+
+    return SimpleNamespace(
+        _committed_offset=defaultdict(lambda: None),
+        _acked=defaultdict(list),
+        _acked_index=defaultdict(set),
+        _gap=defaultdict(IntervalTree),
+    )
+
+
+def _committed(consumer_class: type, c: SimpleNamespace) -> int | None:
+    """The highest offset Faust's successive commits reach with what is acknowledged now."""
+    reached = None
+    while (offset := consumer_class._new_offset(c, TP)) is not None:
+        reached = offset
+    return reached
+
+
+def test_faust_gap_over_skipped_records_is_dropped_so_the_commit_stops_at_the_hole():
+    from faust.transport.consumer import Consumer
+
+    def commit_after_skip(correct: bool) -> int | None:
+        c = _faust_offsets()
+        # after a seek back to 142, a stale fetch delivered 240: Faust records 143..240 as a gap
+        asyncio.run(Consumer._add_gap(c, TP, 143, 240))
+        if correct:  # what the agent does when the guard holds 240 back
+            faust_gap(c, TP, 142, 241, absent=False)
+        c._acked[TP].extend(range(142, 151))  # the re-fetched 142..150 are in a checkpoint
+        return _committed(Consumer, c)
+
+    assert commit_after_skip(correct=False) == 241  # past 151..240, not processed yet
+    assert commit_after_skip(correct=True) == 151
+
+
+def test_faust_gap_for_offsets_absent_from_the_log_lets_the_commit_pass():
+    from faust.transport.consumer import Consumer
+
+    def commit(correct: bool) -> int | None:
+        c = _faust_offsets()
+        c._committed_offset[TP] = 3
+        if correct:  # the guard took 4..6 as absent and admitted 7
+            faust_gap(c, TP, 4, 7, absent=True)
+        c._acked[TP].extend([7, 8])
+        return _committed(Consumer, c)
+
+    assert commit(correct=False) is None  # stuck before the absent offsets
+    assert commit(correct=True) == 9
