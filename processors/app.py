@@ -159,7 +159,9 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
         try:
             committed = await app.consumer.seek_to_committed()
             for tp, offset in committed.items():
-                await app.consumer.seek(tp, offset)  # also resets Faust's read offset
+                if offset is None or offset <= 0:
+                    continue  # nothing committed: the position is left alone (as Faust does)
+                await app.consumer.seek(tp, offset)  # sets Faust's read offset too
                 if tp.topic == audio_topic.get_topic_name():
                     guard.start(tp, offset)
             log.info("recovery done: partitions sought to their committed offsets again")
