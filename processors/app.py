@@ -142,8 +142,10 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
     # the read offsets were not moved past them meanwhile (a race): a restarted worker then
     # lost a span of a call, or all of its rest (docs/streaming.md). Seeking once more to the
     # committed offsets after the queues were cleared re-reads them; replays are skipped by seq.
-    # Whatever skips remain, the agent admits each partition's records in offset order only
-    # (delivery.OffsetGuard): a record past a hole is held back and the partition sought back.
+    # Whatever skips remain, the audio agent and the windows writer admit each partition's
+    # records in offset order only (delivery.OffsetGuard): a record past a hole is held back
+    # and the partition sought back (the alert agent, on the same windows partitions, then gets
+    # the skipped windows late; it ignores replays).
     guard = OffsetGuard()
     rebalance_start, rebalance_end = app.on_rebalance_start, app.on_rebalance_end
 
@@ -162,7 +164,7 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
                 if offset is None or offset <= 0:
                     continue  # nothing committed: the position is left alone (as Faust does)
                 await app.consumer.seek(tp, offset)  # sets Faust's read offset too
-                if tp.topic == audio_topic.get_topic_name():
+                if tp.topic in (audio_topic.get_topic_name(), windows_topic.get_topic_name()):
                     guard.start(tp, offset)
             log.info("recovery done: partitions sought to their committed offsets again")
         except Exception as exc:  # noqa: BLE001 - e.g. a new rebalance began: it seeks again
@@ -309,11 +311,13 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
         async for events in stream.take_events(500, within=0.2):
             for e in events:  # acked below, only once the batch is stored
                 e.message.incref()
+            admitted = await _in_offset_order(list(events))  # as for audio (delivery.py)
             try:
-                await _persist_batch(loop, list(events))
+                if admitted:
+                    await _persist_batch(loop, admitted)
             except Exception:
                 _fatal("persisting windows failed")
-            for e in events:
+            for e in admitted:
                 e.ack()
 
     async def _persist_batch(loop: asyncio.AbstractEventLoop, events: list[Any]) -> None:

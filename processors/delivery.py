@@ -1,4 +1,5 @@
-"""Offset-order admission of a partition's records to the audio state machine.
+"""Offset-order admission of a partition's records to the audio state machine (and to the
+windows writer).
 
 Kafka delivers a partition in offset order, and the call state machine relies on it: a chunk
 that never reaches it is waited for (reorder buffer), then given up as missing audio. Faust
