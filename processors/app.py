@@ -236,15 +236,14 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
         admitted, seeks = [], {}
         for e in events:
             tp, offset = e.message.tp, e.message.offset
-            expected = guard.expected.get(tp)
-            verdict, seek_to = guard.admit(tp, offset)
+            verdict, hole = guard.admit(tp, offset)
             if verdict is Verdict.AHEAD:
                 faust_gap(app.consumer, tp, guard.expected[tp], offset + 1, absent=False)
-                if seek_to is not None:
-                    seeks.setdefault(tp, (seek_to, offset))
+                if hole is not None:
+                    seeks.setdefault(tp, (hole, offset))
                 continue
-            if expected is not None and offset > expected:  # given up: not in the log
-                faust_gap(app.consumer, tp, expected, offset, absent=True)
+            if verdict is Verdict.ABSENT:
+                faust_gap(app.consumer, tp, hole, offset, absent=True)
             admitted.append(e)
         for tp, (seek_to, seen) in seeks.items():
             log.warning(

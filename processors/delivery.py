@@ -36,11 +36,11 @@ class Verdict(enum.Enum):
     NEXT = "next"  # the expected record: process it
     REPLAY = "replay"  # before the expected offset: process it (a replay, skipped by seq)
     AHEAD = "ahead"  # past the expected offset: hold it back; records before it were skipped
+    ABSENT = "absent"  # past a hole given up as absent from the log: process it
 
 
 @dataclass
-class _Seek:
-    offset: int
+class _Seek:  # a seek back to the partition's expected offset
     attempts: int
     at: float
 
@@ -48,11 +48,12 @@ class _Seek:
 class OffsetGuard:
     """Admit each partition's records in offset order, without holes.
 
-    ``admit(tp, offset)`` returns the verdict and, for the first record past a hole, the offset
-    to seek the partition back to. :meth:`overdue` repeats a seek that was not answered within
-    ``retry_s``. Once ``max_seeks`` seeks went unanswered for ``retry_s`` each, the missing
-    offsets are taken as absent from the log (logged, counted in ``gaps``) and the next
-    record is admitted.
+    ``admit(tp, offset)`` returns the verdict and the hole's first offset where the caller
+    acts on it: for the first record past a hole (AHEAD), the offset to seek the partition back
+    to; for a record admitted past a hole given up (ABSENT), where the absent offsets begin.
+    :meth:`overdue` repeats a seek that was not answered within ``retry_s``. Once ``max_seeks``
+    seeks went unanswered for ``retry_s`` each, the missing offsets are taken as absent from the
+    log (logged, counted in ``gaps``) and the next record is admitted.
     """
 
     def __init__(
@@ -93,13 +94,13 @@ class OffsetGuard:
         if offset < expected:
             return Verdict.REPLAY, None
         seek = self.seeks.get(tp)
-        self.skipped += 1
-        if seek is None or seek.offset != expected:
-            self.seeks[tp] = _Seek(expected, 1, self.clock())
+        if seek is None:
+            self.skipped += 1
+            self.seeks[tp] = _Seek(1, self.clock())
             return Verdict.AHEAD, expected
         if seek.attempts < self.max_seeks or self.clock() - seek.at < self.retry_s:
+            self.skipped += 1
             return Verdict.AHEAD, None  # the seek is under way; overdue() repeats it
-        self.skipped -= 1
         log.warning(
             "partition %s: offsets %d..%d did not come back after %d seeks; taken as absent",
             tp, expected, offset - 1, seek.attempts,
@@ -107,7 +108,7 @@ class OffsetGuard:
         self.gaps += offset - expected
         self.expected[tp] = offset + 1
         self.seeks.pop(tp, None)
-        return Verdict.NEXT, None
+        return Verdict.ABSENT, expected
 
     def overdue(self) -> list[tuple[Hashable, int]]:
         """Seeks to repeat: holes not filled ``retry_s`` after the last seek, at most
@@ -118,7 +119,7 @@ class OffsetGuard:
             if seek.attempts < self.max_seeks and now - seek.at >= self.retry_s:
                 seek.attempts += 1
                 seek.at = now
-                due.append((tp, seek.offset))
+                due.append((tp, self.expected[tp]))
         return due
 
 

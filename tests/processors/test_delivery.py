@@ -59,7 +59,7 @@ def test_unanswered_seek_is_repeated_then_the_hole_is_taken_as_absent():
     clock.t = 14.0
     assert guard.admit(TP, 7) == (Verdict.AHEAD, None)  # the last seek is still recent
     clock.t = 15.0
-    assert guard.admit(TP, 7) == (Verdict.NEXT, None)  # 0..6 are not in the log
+    assert guard.admit(TP, 7) == (Verdict.ABSENT, 0)  # 0..6 are not in the log
     assert guard.gaps == 7 and guard.expected[TP] == 8
 
 
