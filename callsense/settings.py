@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(
         4, ge=1, description="Partitions of every callsense topic (= maximum number of workers)."
     )
+    topic_replication: int = Field(
+        1,
+        ge=1,
+        description="Replication factor of every callsense topic and the worker's changelog "
+        "(3 on a three-node Kafka cluster).",
+    )
     audio_retention_ms: int = Field(
         6 * 3600 * 1000, description="retention.ms set on audio topics when they are created."
     )
@@ -49,7 +55,13 @@ class Settings(BaseSettings):
     # --- streaming (broker, worker state, batching) ---------------------------------------
     broker_kind: str = Field(
         "noida",
-        description="Embedded broker for demo/tests: noida (persistent) or tansu (in memory).",
+        description="Broker the demo starts and the worker talks to: noida (embedded, "
+        "persistent), tansu (embedded, in memory) or kafka (Apache Kafka).",
+    )
+    kafka_home: Path | None = Field(
+        None,
+        description="Directory of the Apache Kafka jars (a distribution or the Maven cache); "
+        "empty: ~/.cache/callsense/kafka-<version>, fetched by Maven on first use.",
     )
     stream_batch_events: int = Field(
         64, ge=1, description="Max audio events the worker processes as one micro-batch."

@@ -101,6 +101,7 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
         store="memory://",
         processing_guarantee="at_least_once",
         topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
         topic_allow_declare=True,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",

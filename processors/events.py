@@ -343,7 +343,7 @@ async def ensure_topics_async(bootstrap: str, settings: Any) -> list[str]:
             NewTopic(
                 name,
                 num_partitions=settings.topic_partitions,
-                replication_factor=1,
+                replication_factor=settings.topic_replication,
                 topic_configs=configs[name],
             )
             for name in ALL_TOPICS

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from types import ModuleType
 
@@ -21,14 +20,14 @@ def _load(name: str) -> ModuleType:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_db_growth_measurement(backend: str, tmp_path: Path) -> None:
+def test_db_growth_measurement(backend: str, tmp_path: Path, postgres_url: str | None) -> None:
     growth = _load("measure_db_growth")
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'growth.db'}"
     else:
-        url = os.environ.get("CALLSENSE_TEST_POSTGRES_URL", "")
+        url = postgres_url
         if not url:
-            pytest.skip("CALLSENSE_TEST_POSTGRES_URL not set")
+            pytest.skip("CALLSENSE_TEST_POSTGRES_URL set to empty: PostgreSQL tests opted out")
     labels = ["angry", "happy", "neutral", "sad"]
     res = growth.measure(url, hours=1, speech=0.25, labels=labels, hop_s=2.0, window_s=3.0)
     # 1800 hops per hour, a quarter of them per speaker, two speakers

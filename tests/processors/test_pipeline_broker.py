@@ -89,5 +89,5 @@ def test_noida_keeps_topics_across_restart_and_rejects_partition_mismatch(tmp_pa
 
 
 def test_unknown_kind_is_an_error() -> None:
-    with pytest.raises(BrokerError, match="unknown broker kind"):
+    with pytest.raises(BrokerError, match="unknown embedded broker kind"):
         EmbeddedBroker(kind="kafka")

@@ -1,5 +1,5 @@
-"""End-to-end streaming tests with a real embedded broker, a real worker subprocess, the shipped
-model and real databases (SQLite and PostgreSQL).
+"""End-to-end streaming tests with a real broker (Apache Kafka; one smoke test per embedded
+broker), a real worker subprocess, the shipped model and real databases (SQLite and PostgreSQL).
 
 * a stereo call built from RAVDESS clips (neutral agent on channel 0, angry customer on
   channel 1) streams through; the worker is SIGKILLed mid-call and restarted; the stored
@@ -48,6 +48,7 @@ from streaming_support import (  # noqa: E402
 )
 
 from callsense.broker import EmbeddedBroker  # noqa: E402
+from callsense.kafka_broker import KafkaCluster  # noqa: E402
 from callsense.settings import Settings  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -80,10 +81,21 @@ def _broker(kind: str, tmp_path: Path):
 
 
 @pytest.fixture
-def tansu(tmp_path: Path):
-    """Tansu: a SIGKILLed member leaves its group after the session timeout. (noida-db keeps
-    the dead member forever: a restarted worker loops on rejoin and never gets partitions.)"""
-    yield from _broker("tansu", tmp_path)
+def restart_broker(request: pytest.FixtureRequest, tmp_path: Path):
+    """The broker named by the test's parameter (Apache Kafka, or Tansu as a smoke test: of the
+    embedded brokers only Tansu readmits a restarted worker; noida-db keeps the dead member)."""
+    if request.param == "kafka":
+        yield request.getfixturevalue("kafka")
+    else:
+        yield from _broker(request.param, tmp_path)
+
+
+# Apache Kafka on both databases; the embedded Tansu once, on SQLite
+RESTART_MATRIX = pytest.mark.parametrize(
+    ("database_url", "restart_broker"),
+    [("sqlite", "kafka"), ("postgresql", "kafka"), ("sqlite", "tansu")],
+    indirect=True,
+)
 
 
 @pytest.fixture
@@ -126,7 +138,7 @@ def _ingest(env: dict[str, str], path: Path, call_id: str, speed: str) -> subpro
 
 
 def _kill_mid_call_and_restart(
-    tansu: EmbeddedBroker,
+    broker: EmbeddedBroker | KafkaCluster,
     url: str,
     call: Path,
     call_id: str,
@@ -134,15 +146,15 @@ def _kill_mid_call_and_restart(
     summary_timeout: float,
     **extra_env: str,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Stream ``call`` at 2x real time through Tansu (checkpoints every 500 ms), SIGKILL the
+    """Stream ``call`` at 2x real time through ``broker`` (checkpoints every 500 ms), SIGKILL the
     worker after its first windows, finish the ingest, start a second worker and wait for the
     call's summary. Returns the number of windows stored at the kill and all stored windows."""
     env = base_env(
-        tansu.bootstrap,
+        broker.bootstrap,
         url,
         tmp_path / "data",
         CALLSENSE_STATE_CHECKPOINT_MS="500",
-        CALLSENSE_BROKER_KIND="tansu",
+        CALLSENSE_BROKER_KIND=broker.kind,
         **extra_env,
     )
     count = f"SELECT count(*) FROM emotion_windows WHERE call_id = '{call_id}'"
@@ -173,12 +185,13 @@ def _kill_mid_call_and_restart(
     return at_kill, stored
 
 
+@RESTART_MATRIX
 def test_stream_sigkill_restart_matches_offline(
-    database_url: str, tansu: EmbeddedBroker, stereo_call: Path, offline: list, tmp_path: Path
+    database_url: str, restart_broker: Any, stereo_call: Path, offline: list, tmp_path: Path
 ) -> None:
     call_id = "angry-customer-1"
     at_kill, stored = _kill_mid_call_and_restart(
-        tansu, database_url, stereo_call, call_id, tmp_path, summary_timeout=180
+        restart_broker, database_url, stereo_call, call_id, tmp_path, summary_timeout=180
     )
 
     assert 0 < at_kill < len(offline), "the kill must interrupt the call"
@@ -196,7 +209,9 @@ def test_stream_sigkill_restart_matches_offline(
     status = db_scalar(database_url, f"SELECT status FROM calls WHERE call_id = '{call_id}'")
     assert status == "ended"
     # the windows topic may hold replayed duplicates; the database holds each window once
-    events = [e for e in read_topic(tansu.bootstrap, WINDOWS_TOPIC) if e["kind"] == "window"]
+    events = [
+        e for e in read_topic(restart_broker.bootstrap, WINDOWS_TOPIC) if e["kind"] == "window"
+    ]
     assert len(events) >= len(stored)
 
 
@@ -221,11 +236,11 @@ def mono_offline(mono_call: Path) -> list[dict[str, Any]]:
 
 
 def test_stream_diarized_mono_sigkill_restart_matches_offline(
-    database_url: str, tansu: EmbeddedBroker, mono_call: Path, mono_offline: list, tmp_path: Path
+    database_url: str, kafka: KafkaCluster, mono_call: Path, mono_offline: list, tmp_path: Path
 ) -> None:
     call_id = "mono-two-speakers-1"
     at_kill, stored = _kill_mid_call_and_restart(
-        tansu, database_url, mono_call, call_id, tmp_path, summary_timeout=240,
+        kafka, database_url, mono_call, call_id, tmp_path, summary_timeout=240,
         CALLSENSE_DIARIZATION_MONO="true",
     )  # fmt: skip
 
