@@ -118,6 +118,10 @@ class BrokerProcess:
     def running(self) -> bool:
         raise NotImplementedError
 
+    @property
+    def pids(self) -> list[int]:
+        raise NotImplementedError
+
     def __enter__(self) -> Self:
         return self.start()
 
@@ -171,6 +175,10 @@ class EmbeddedBroker(BrokerProcess):
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc else []
 
     def start(self) -> Self:
         if self.proc is not None and self.proc.poll() is None:

@@ -148,10 +148,12 @@ async def _loop_calls(
 @click.option("--port", type=int, default=None, help="Dashboard port (default DASHBOARD_PORT).")
 @click.option("--broker-port", type=int, default=None, help="Broker port (default: a free one).")
 @click.option(
+    "--broker",
     "--kind",
-    type=click.Choice(["noida", "tansu"]),
+    "kind",
+    type=click.Choice(["noida", "tansu", "kafka"]),
     default=None,
-    help="Embedded broker (default BROKER_KIND).",
+    help="Broker (default BROKER_KIND): embedded noida or tansu, or Apache Kafka (needs Java).",
 )
 @click.option("--no-dashboard", is_flag=True, help="Do not start the dashboard.")
 def demo_cmd(
@@ -163,7 +165,7 @@ def demo_cmd(
     no_dashboard: bool,
 ) -> None:
     """Start broker, worker and dashboard, loop the sample calls, print the URL; Ctrl-C stops."""
-    from callsense.broker import EmbeddedBroker, free_port
+    from callsense.broker import BrokerError, free_port, open_broker
     from callsense.ingest.producer import parse_speed
     from callsense.processors.events import ensure_topics
     from callsense.settings import get_settings
@@ -180,7 +182,10 @@ def demo_cmd(
     # a fresh broker log per run: the demo's topics are scratch (the database keeps the calls),
     # and noida-db would keep a member of a previously killed run in the group forever
     shutil.rmtree(data_dir / kind, ignore_errors=True)
-    broker = EmbeddedBroker(kind=kind, port=broker_port or free_port(), data_dir=data_dir / kind)
+    try:
+        broker = open_broker(kind, broker_port or free_port(), data_dir / kind)
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from exc
     # the demo loops forever: keep the broker's memory bounded (noida-db applies retention.ms)
     bounded = {k: v for k, v in DEMO_LIMITS.items() if f"CALLSENSE_{k.upper()}" not in os.environ}
     settings = base.model_copy(
@@ -214,8 +219,12 @@ def demo_cmd(
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started: list[str] = []
     try:
-        broker.start()
-        click.echo(f"broker     {kind} on {broker.bootstrap} (pid {broker.pid})")
+        try:
+            broker.start()
+        except BrokerError as exc:
+            raise click.ClickException(str(exc)) from exc
+        pids = " ".join(f"(pid {pid})" for pid in broker.pids)
+        click.echo(f"broker     {kind} on {broker.bootstrap} {pids}")
         upgrade(url)
         ensure_topics(broker.bootstrap, settings)
         py = [sys.executable, "-m", "callsense.cli"]

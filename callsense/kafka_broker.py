@@ -292,6 +292,10 @@ class KafkaCluster(BrokerProcess):
         proc = self.procs.get(node_id)
         return bool(proc and proc.poll() is None)
 
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs.values() if p.poll() is None]
+
     def running(self) -> bool:
         """Every node is up (a killed node counts as down)."""
         return all(self.alive(n) for n in self.node_ids)

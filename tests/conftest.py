@@ -194,3 +194,13 @@ def kafka(tmp_path: Path) -> Iterator[KafkaCluster]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def kafka3(tmp_path: Path) -> Iterator[KafkaCluster]:
+    """A fresh three-node Apache Kafka cluster (topics replicated 3 times, min ISR 2)."""
+    broker = start_kafka(tmp_path / "kafka", nodes=3)
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -32,7 +32,9 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-def test_demo_streams_sample_calls_and_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("broker", ["noida", "kafka"])
+def test_demo_streams_sample_calls_and_stops_cleanly(broker: str, tmp_path: Path) -> None:
+    """The default embedded broker (noida, no Java) and Apache Kafka (``--broker kafka``)."""
     from callsense.demo import sample_calls
 
     n_calls = len(sample_calls())
@@ -46,7 +48,7 @@ def test_demo_streams_sample_calls_and_stops_cleanly(tmp_path: Path) -> None:
     )
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "callsense.cli", "demo", "--port", str(port)],
+        [sys.executable, "-m", "callsense.cli", "demo", "--port", str(port), "--broker", broker],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines: list[str] = []

