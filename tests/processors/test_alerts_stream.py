@@ -22,14 +22,12 @@ from callsense.processors.events import (  # noqa: E402
     call_ended_event,
     call_started_event,
     dumps,
-    ensure_topics,
     window_event,
 )
 from streaming_support import Worker, base_env, db_scalar, produce, read_topic, wait_for  # noqa: E402
 from test_webhooks import SECRET, Receiver  # noqa: E402
 
-from callsense.broker import EmbeddedBroker  # noqa: E402
-from callsense.settings import Settings  # noqa: E402
+from callsense.kafka_broker import KafkaCluster  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CALL = "alert-stream-1"
@@ -46,13 +44,10 @@ def _window(i: int, label: str) -> dict:
 
 
 def test_worker_raises_stores_publishes_and_delivers_alerts(
-    database_url: str, tmp_path: Path
+    database_url: str, kafka: KafkaCluster, tmp_path: Path
 ) -> None:
-    with (
-        EmbeddedBroker(kind="noida", data_dir=tmp_path / "broker") as broker,
-        Receiver(fail_first=1) as recv,
-    ):
-        ensure_topics(broker.bootstrap, Settings())
+    broker = kafka
+    with Receiver(fail_first=1) as recv:
         env = base_env(
             broker.bootstrap, database_url, tmp_path / "data",
             CALLSENSE_WEBHOOK_URL=recv.url, CALLSENSE_WEBHOOK_SECRET=SECRET,

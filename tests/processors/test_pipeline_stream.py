@@ -98,11 +98,6 @@ RESTART_MATRIX = pytest.mark.parametrize(
 )
 
 
-@pytest.fixture
-def noida(tmp_path: Path):
-    yield from _broker("noida", tmp_path)
-
-
 def _key(rows: list[dict[str, Any]]) -> list[tuple]:
     return [
         (r["speaker"], r["start_ms"], r["end_ms"], r["label"], r["smoothed_label"]) for r in rows
@@ -266,12 +261,12 @@ def _chunk(call_id: str, seq: int, start: int, audio, rate: int = 16000) -> byte
 
 
 def test_bad_input_goes_to_deadletter_other_call_unaffected(
-    noida: EmbeddedBroker, stereo_call: Path, offline: list, tmp_path: Path
+    kafka: KafkaCluster, stereo_call: Path, offline: list, tmp_path: Path
 ) -> None:
     import numpy as np
 
     url = f"sqlite:///{tmp_path / 'bad.db'}"
-    env = base_env(noida.bootstrap, url, tmp_path / "data", CALLSENSE_BROKER_KIND="noida")
+    env = base_env(kafka.bootstrap, url, tmp_path / "data", CALLSENSE_BROKER_KIND="kafka")
     worker = Worker(env, tmp_path / "worker.log").start()
     try:
         wait_for(lambda: "Worker ready" in worker.log(), 120, "worker ready", worker)
@@ -285,7 +280,7 @@ def test_bad_input_goes_to_deadletter_other_call_unaffected(
         corrupt_b64["pcm"] = "!!not base64!!"
         odd_length = json.loads(_chunk(bad, 2, 8000, tone))
         odd_length["pcm"] = "AAAA"  # 3 bytes: not whole stereo int16 frames
-        produce(noida.bootstrap, [
+        produce(kafka.bootstrap, [
             (k, CallStart(bad, 16000, 2).to_json()),
             (k, _chunk(bad, 0, 0, tone)),
             (k, json.dumps(corrupt_b64).encode()),
@@ -306,7 +301,7 @@ def test_bad_input_goes_to_deadletter_other_call_unaffected(
         worker.stop()
 
     _assert_same_windows(stored, offline)
-    dead = read_topic(noida.bootstrap, DEADLETTER_TOPIC)
+    dead = read_topic(kafka.bootstrap, DEADLETTER_TOPIC)
     reasons = {d["call_id"]: [] for d in dead}
     for d in dead:
         reasons[d["call_id"]].append(d["reason"])
