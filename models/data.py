@@ -152,16 +152,19 @@ def read_cremad(root: Path) -> list[dict[str, str]]:
 
 
 def read_tess(root: Path) -> list[dict[str, str]]:
-    """``OAF_back_angry.wav`` / ``YAF_..._ps.wav``: speaker (OAF/YAF)_word_emotion."""
+    """``OAF_back_angry.wav`` / ``YAF_..._ps.wav``: speaker (OAF/YAF)_word_emotion. Copies
+    that prefix a running number and ``test`` and append one (``12testYAF_gaze_ps39.wav``) are
+    read the same way."""
     rows = []
     for p in _audio_files(root):
-        parts = p.stem.split("_")
+        parts = re.sub(r"^\d+test", "", p.stem).split("_")
         if len(parts) < 3:
             continue
-        emo = canonical(parts[-1])
+        emo = canonical(re.sub(r"\d+$", "", parts[-1]))
         if emo not in {"angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"}:
             continue
-        rows.append(_row(p, f"tess_{parts[0].upper()}", emo, "tess"))
+        speaker = {"OA": "OAF"}.get(parts[0].upper(), parts[0].upper())  # one misspelt name
+        rows.append(_row(p, f"tess_{speaker}", emo, "tess"))
     return rows
 
 
@@ -190,7 +193,65 @@ def read_emodb(root: Path) -> list[dict[str, str]]:
     return rows
 
 
+ASED_EMO = {"n": "neutral", "f": "fear", "h": "happy", "s": "sad", "a": "angry"}
+
+
+def read_ased(root: Path) -> list[dict[str, str]]:
+    """ASED v1 (Amharic): ``<e><folder>-<sentence>-<repetition>-<gender>-<speaker>.wav`` with
+    ``e`` one of n/f/h/s/a (one file has it upper case); the speaker id is the last field."""
+    rows = []
+    for p in _audio_files(root):
+        m = re.fullmatch(r"([nfhsaNFHSA])\d+-\d+-\d+-(\d+)-(\d+)", p.stem)
+        if not m:
+            continue
+        gender = {"01": "female", "02": "male"}.get(m.group(2), "")
+        row = _row(p, f"ased_{int(m.group(3)):02d}", ASED_EMO[m.group(1).lower()], "ased")
+        rows.append({**row, "gender": gender} if gender else row)
+    return rows
+
+
+EMOSPEECH_UNKNOWN = "d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f"
+
+
+def read_emospeech(root: Path) -> list[dict[str, str]]:
+    """Indian EmoSpeech commands: ``keyword-environment-emotion-timestamp-userhash.wav``. The
+    hash ``d14a028c…`` stands for every unknown user: those clips get the speaker
+    ``emospeech_unknown`` and ``unknown_speaker=1`` (keep them out of speaker-disjoint test
+    folds). Emotion ``None`` (background noise, no speech) is skipped."""
+    rows = []
+    for p in _audio_files(root):
+        parts = p.stem.split("-")
+        if len(parts) != 5 or parts[2].lower() == "none":
+            continue
+        keyword, env, emo, _ts, user = parts
+        unknown = user == EMOSPEECH_UNKNOWN
+        speaker = "emospeech_unknown" if unknown else f"emospeech_{user[:12]}"
+        row = _row(p, speaker, canonical(emo), "emospeech")
+        rows.append({**row, "keyword": keyword, "environment": env,
+                     "unknown_speaker": "1" if unknown else "0"})  # fmt: skip
+    return rows
+
+
+def read_emotiontts(root: Path) -> list[dict[str, str]]:
+    """The Korean emotional TTS sample (emotiontts_open_db, ``Emotional/.../<spk>/wav``):
+    ``<spk><5 digits>.wav``, numbers 1-100 neutral, 101-200 happy, 201-300 angry, 301-400 sad."""
+    bands = ((100, "neutral"), (200, "happy"), (300, "angry"), (400, "sad"))
+    rows = []
+    for p in _audio_files(root):
+        m = re.fullmatch(r"([a-z]+)(\d{5})", p.stem)
+        if not m:
+            continue
+        n = int(m.group(2))
+        emo = next((e for hi, e in bands if 1 <= n <= hi), None)
+        if emo is not None:
+            rows.append(_row(p, f"emotiontts_{m.group(1)}", emo, "emotiontts"))
+    return rows
+
+
 READERS: dict[str, Callable[[Path], list[dict[str, str]]]] = {
+    "ased": read_ased,
+    "emospeech": read_emospeech,
+    "emotiontts": read_emotiontts,
     "ravdess": read_ravdess,
     "cremad": read_cremad,
     "tess": read_tess,

@@ -37,8 +37,30 @@ def _touch_wavs(root: Path, names: list[str]) -> None:
         ),
         (
             "tess",
-            ["OAF_angry/OAF_back_angry.wav", "YAF_ps/YAF_bath_ps.wav"],
-            {("tess_OAF", "angry"), ("tess_YAF", "surprise")},
+            ["OAF_angry/OAF_back_angry.wav", "YAF_ps/YAF_bath_ps.wav",
+             "testnew/751testOA_bite_neutral48.wav", "testnew/0testYAF_gaze_ps39.wav"],
+            {("tess_OAF", "angry"), ("tess_YAF", "surprise"), ("tess_OAF", "neutral")},
+        ),
+        (
+            "ased",
+            ["01Neutral/n1-01-01-01-01.wav", "05Angry/a5-02-03-02-64.wav",
+             "04Sad/S4-01-01-01-07.wav", "README.wav"],
+            {("ased_01", "neutral"), ("ased_64", "angry"), ("ased_07", "sad")},
+        ),
+        (
+            "emospeech",
+            ["Metro/go-safe-angry-1562907046662-9dd2014cc6e95226ece8fd97fa8296acea7957d841ba4.wav",
+             "House/no-noisy-Calm-20190710134657-d14a028c2a3a2bc9476102bb288234c415a2b01f828ea"
+             "62ac5b3e42f.wav",
+             "Misc/background-safe-None-20190701193438-9dd2014cc6e95226ece8fd97fa82.wav"],
+            {("emospeech_9dd2014cc6e9", "angry"), ("emospeech_unknown", "calm")},
+        ),
+        (
+            "emotiontts",
+            ["Emotional/neo/wav/neo00001.wav", "Emotional/neo/wav/neo00150.wav",
+             "Emotional/nea/wav/nea00201.wav", "Emotional/nea/wav/nea00400.wav"],
+            {("emotiontts_neo", "neutral"), ("emotiontts_neo", "happy"),
+             ("emotiontts_nea", "angry"), ("emotiontts_nea", "sad")},
         ),
         ("savee", ["DC_a01.wav", "JK/sa03.wav"], {("savee_DC", "angry"), ("savee_JK", "sad")}),
         ("emodb", ["03a01Wa.wav", "16b10Lb.wav"], {("emodb_03", "angry"), ("emodb_16", "boredom")}),
