@@ -45,15 +45,21 @@ async def _describe(bootstrap: str) -> list[dict[str, Any]]:
 
 
 async def _topic_configs(bootstrap: str, topic: str) -> dict[str, str]:
+    """The topic's effective configuration. The request goes to any node; one that has not yet
+    caught up with the metadata log answers with an error and no entries, so ask again."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        res = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-        entries = res[0].resources[0][4]
-        return {e[0]: e[1] for e in entries}
+        for _ in range(40):
+            res = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            error_code, _msg, _type, _name, entries = res[0].resources[0][:5]
+            if error_code == 0 and entries:
+                return {e[0]: e[1] for e in entries}
+            await asyncio.sleep(0.25)
+        raise AssertionError(f"no configuration of {topic} after 10 s (error {error_code})")
     finally:
         await admin.close()
 

@@ -230,12 +230,13 @@ def mono_offline(mono_call: Path) -> list[dict[str, Any]]:
     )
 
 
+@RESTART_MATRIX
 def test_stream_diarized_mono_sigkill_restart_matches_offline(
-    database_url: str, kafka: KafkaCluster, mono_call: Path, mono_offline: list, tmp_path: Path
+    database_url: str, restart_broker: Any, mono_call: Path, mono_offline: list, tmp_path: Path
 ) -> None:
     call_id = "mono-two-speakers-1"
     at_kill, stored = _kill_mid_call_and_restart(
-        kafka, database_url, mono_call, call_id, tmp_path, summary_timeout=240,
+        restart_broker, database_url, mono_call, call_id, tmp_path, summary_timeout=240,
         CALLSENSE_DIARIZATION_MONO="true",
     )  # fmt: skip
 
