@@ -36,6 +36,14 @@ def manifest_cmd(corpus: str, directory: Path, out: Path) -> None:
 @click.option("--labels", "label_set", default="callcenter4", show_default=True, help=LABEL_HELP)
 @click.option("--folds", default=6, show_default=True, help="Speaker-disjoint folds (≥ 2).")
 @click.option(
+    "--protocol",
+    type=click.Choice(["speakers", "loco"]),
+    default="speakers",
+    show_default=True,
+    help="speakers: --folds speaker-disjoint folds; loco: leave one corpus out (one fold per "
+    "corpus of the manifest, its speakers scored as causal streams).",
+)
+@click.option(
     "--encoder",
     default="whisper-base",
     show_default=True,
@@ -101,6 +109,7 @@ def train_cmd(
     manifest: Path,
     label_set: str,
     folds: int,
+    protocol: str,
     encoder: str,
     layers: str,
     variants: str,
@@ -119,7 +128,7 @@ def train_cmd(
     """Speaker-independent K-fold training: per-fold and mean±std metrics, curves, model."""
     import torch
     from callsense.models.audio import TARGET_LEVEL_DBFS
-    from callsense.models.data import read_manifest
+    from callsense.models.data import read_manifest, split_unknown_speakers
     from callsense.models.encoder import build_backbone, parse_encoder
     from callsense.models.features import extract
     from callsense.models.inference import save_artifact
@@ -143,7 +152,7 @@ def train_cmd(
     spec = parse_encoder(encoder, [int(v) for v in _csv_list(layers)])
     backbone = build_backbone(spec).eval()
     window = int(round(window_s * 16000))
-    items = read_manifest(manifest)
+    items = split_unknown_speakers(read_manifest(manifest))
     train_variants = _csv_list(variants)
     all_variants = list(dict.fromkeys(["clean", "tel", *train_variants]))
 
@@ -154,7 +163,8 @@ def train_cmd(
     if excluded:
         click.echo(f"labels outside {ls.name} (excluded): {json.dumps(excluded)}")
     cfg = TrainConfig(epochs=epochs, seed=seed, train_variants=tuple(train_variants))
-    fold_list = make_folds(fs, folds, seed)
+    fold_list = make_folds(fs, folds, seed, protocol)
+    folds = len(fold_list)
     t0 = time.time()
     if head_kind == "refnorm":
         res = cross_validate_refnorm(
@@ -169,6 +179,7 @@ def train_cmd(
     res.update(
         {
             "manifest": str(manifest),
+            "protocol": protocol,
             "label_set": ls.to_dict(),
             "excluded_labels": excluded,
             "encoder": spec,
@@ -191,10 +202,12 @@ def train_cmd(
             f"{v}: UA {100 * s['ua_mean']:.1f} ± {100 * s['ua_std']:.1f}  "
             f"macro-F1 {100 * s['macro_f1_mean']:.1f}  WA {100 * s['wa_mean']:.1f}  "
             f"ECE {s['ece_mean']:.3f}"
+            + (f"  angry AUC {s['angry_auc_mean']:.3f}" if "angry_auc_mean" in s else "")
         )
     for f in res["folds"]:
+        tested = f.get("corpus") or ",".join(f["test_speakers"])
         click.echo(
-            f"  fold {f['fold']} test {','.join(f['test_speakers'])}: "
+            f"  fold {f['fold']} test {tested}: "
             + "  ".join(f"{v} {100 * f[v]['ua']:.1f}" for v in res["summary"])
         )
     if save_model:

@@ -53,6 +53,17 @@ def read_manifest(csv_path: str | Path) -> list[Item]:
     return items
 
 
+def split_unknown_speakers(items: list[Item]) -> list[Item]:
+    """Items marked ``unknown_speaker=1`` (one id shared by many unknown users) each become a
+    speaker of their own, so no per-speaker history or split mixes different people."""
+    out = []
+    for i, it in enumerate(items):
+        if it.extra.get("unknown_speaker") == "1":
+            it = Item(it.path, f"{it.speaker}_{i}", it.emotion, it.corpus, it.extra)
+        out.append(it)
+    return out
+
+
 def write_manifest(rows: Iterable[dict[str, str]], out: str | Path, root: str | Path) -> int:
     """Write rows with absolute ``path`` as a manifest whose paths are relative to ``out``."""
     out = Path(out)
@@ -279,6 +290,7 @@ class Fold:
     train: tuple[str, ...]
     val: tuple[str, ...]
     test: tuple[str, ...]
+    name: str = ""  # the left-out corpus of a leave-one-corpus-out fold
 
 
 def speaker_folds(speakers: Iterable[str], k: int = 6, n_val: int = 2, seed: int = 0) -> list[Fold]:
@@ -302,6 +314,39 @@ def speaker_folds(speakers: Iterable[str], k: int = 6, n_val: int = 2, seed: int
         if not train:
             raise ValueError("no training speakers left; lower n_val or k")
         folds.append(Fold(i, tuple(train), tuple(sorted(val, key=_natural_key)), tuple(test)))
+    return folds
+
+
+def corpus_folds(
+    speakers: Iterable[str],
+    corpus_of: dict[str, str],
+    n_val_per_corpus: int = 1,
+    seed: int = 0,
+    no_val: Iterable[str] = (),
+) -> list[Fold]:
+    """Leave-one-corpus-out folds: fold *c* tests on every speaker of corpus *c* and trains on
+    the other corpora. Validation speakers (for the temperature) are ``n_val_per_corpus``
+    speakers drawn with ``seed`` from each training corpus that keeps at least two training
+    speakers, so calibration sees every training corpus; speakers in ``no_val`` (e.g. one id
+    shared by many unknown users) are never drawn."""
+    spk = sorted(set(speakers), key=_natural_key)
+    by_corpus: dict[str, list[str]] = {}
+    for s in spk:
+        by_corpus.setdefault(corpus_of[s], []).append(s)
+    if len(by_corpus) < 2:
+        raise ValueError(f"leave-one-corpus-out needs at least 2 corpora, got {sorted(by_corpus)}")
+    excluded = set(no_val)
+    folds = []
+    for i, name in enumerate(sorted(by_corpus)):
+        rng = random.Random(seed * 1000 + i)
+        val: list[str] = []
+        for other in sorted(by_corpus):
+            pool = [s for s in by_corpus[other] if s not in excluded]
+            if other != name and len(pool) >= n_val_per_corpus + 2:
+                val += rng.sample(pool, n_val_per_corpus)
+        train = [s for s in spk if corpus_of[s] != name and s not in val]
+        test = by_corpus[name]
+        folds.append(Fold(i, tuple(train), tuple(sorted(val, key=_natural_key)), tuple(test), name))
     return folds
 
 

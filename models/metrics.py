@@ -50,6 +50,20 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: in
     return float(ece)
 
 
+def angry_vs_rest_auc(probs: np.ndarray, y_true: np.ndarray, labels: list[str]) -> float | None:
+    """ROC AUC of p(angry) separating angry from every other class (the alerts' signal); None
+    without an angry class, or when the references hold only one side."""
+    if "angry" not in labels:
+        return None
+    k = labels.index("angry")
+    positive = np.asarray(y_true) == k
+    if positive.all() or not positive.any():
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(positive, probs[:, k]))
+
+
 def evaluate_predictions(probs: np.ndarray, y_true: np.ndarray, labels: list[str]) -> dict:
     """All metrics for (N, C) probabilities and integer references."""
     y_true = np.asarray(y_true, int)
@@ -61,6 +75,8 @@ def evaluate_predictions(probs: np.ndarray, y_true: np.ndarray, labels: list[str
     in_play = present | (cm.sum(axis=0) > 0)
     return {
         "n": int(len(y_true)),
+        "classes_present": [lab for lab, here in zip(labels, present, strict=True) if here],
+        "angry_auc": angry_vs_rest_auc(probs, y_true, labels),
         "ua": float(recall[present].mean()),
         "wa": float((y_pred == y_true).mean()),
         "macro_f1": float(f1[in_play].mean()),

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from callsense.models.confidence import fit_temperature, softmax
-from callsense.models.data import Fold, Item, filter_items, speaker_folds
+from callsense.models.data import Fold, Item, corpus_folds, filter_items, speaker_folds
 from callsense.models.head import EmotionHead, StatsLinearHead
 from callsense.models.labels import LabelSet
 from callsense.models.metrics import evaluate_predictions, unweighted_accuracy
@@ -219,8 +219,16 @@ def build_featureset(
     return FeatureSet(states, masks, y, speakers, kept), excluded
 
 
-def make_folds(fs: FeatureSet, k: int, seed: int) -> list[Fold]:
-    return speaker_folds(fs.speakers.tolist(), k=k, n_val=2, seed=seed)
+def make_folds(fs: FeatureSet, k: int, seed: int, protocol: str = "speakers") -> list[Fold]:
+    """``speakers``: k speaker-disjoint folds; ``loco``: one fold per corpus (leave one corpus
+    out; ``k`` is unused)."""
+    if protocol == "speakers":
+        return speaker_folds(fs.speakers.tolist(), k=k, n_val=2, seed=seed)
+    if protocol == "loco":
+        corpus_of = {it.speaker: it.corpus or it.speaker.split("_")[0] for it in fs.items}
+        unknown = {it.speaker for it in fs.items if it.extra.get("unknown_speaker") == "1"}
+        return corpus_folds(fs.speakers.tolist(), corpus_of, seed=seed, no_val=unknown)
+    raise ValueError(f"unknown protocol {protocol!r} (speakers or loco)")
 
 
 def plot_curves(histories: list[dict], out: Path, title: str) -> None:
@@ -307,6 +315,7 @@ def _fold_entry(fold: Fold, train_rows: np.ndarray) -> dict[str, Any]:
     """The speakers of a fold's results entry (training speakers are all the others)."""
     return {
         "fold": fold.index,
+        **({"corpus": fold.name} if fold.name else {}),
         "test_speakers": list(fold.test),
         "val_speakers": list(fold.val),
         "n_train": int(len(train_rows)),
@@ -416,9 +425,15 @@ def _summarise(
             "macro_f1_mean": float(np.mean([f[v]["macro_f1"] for f in folds])),
             "wa_mean": float(np.mean([f[v]["wa"] for f in folds])),
             "ece_mean": float(np.mean([f[v]["ece"] for f in folds])),
+            **_mean_auc([f[v]["angry_auc"] for f in folds]),
             "pooled": pooled,
         }
     return summary
+
+
+def _mean_auc(aucs: list[float | None]) -> dict[str, float]:
+    known = [a for a in aucs if a is not None]
+    return {"angry_auc_mean": float(np.mean(known))} if known else {}
 
 
 def plot_folds(results: dict[str, Any], out: Path, title: str) -> None:
@@ -438,7 +453,7 @@ def plot_folds(results: dict[str, Any], out: Path, title: str) -> None:
         mean = 100 * results["summary"][v]["ua_mean"]
         ax.axhline(mean, ls="--", lw=1, color=f"C{k}", label=f"{v} mean {mean:.1f}")
     ax.set_xticks(np.arange(len(folds)) + width * (len(variants) - 1) / 2)
-    ax.set_xticklabels([f"fold {f['fold']}" for f in folds])
+    ax.set_xticklabels([f.get("corpus") or f"fold {f['fold']}" for f in folds])
     ax.set_ylabel("UA %")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, loc="lower right")

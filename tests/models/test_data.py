@@ -130,3 +130,40 @@ def test_folds_generic_speakers() -> None:
     _assert_disjoint(folds, spk)
     with pytest.raises(ValueError):
         speaker_folds(["a", "b"], k=6)
+
+
+def test_leave_one_corpus_out_folds() -> None:
+    from callsense.models.data import corpus_folds
+
+    corpus_of = {f"a_{i}": "a" for i in range(6)} | {f"b_{i}": "b" for i in range(4)}
+    corpus_of |= {"c_0": "c", "c_1": "c", "unknown": "b"}
+    folds = corpus_folds(list(corpus_of), corpus_of, seed=1, no_val=["unknown"])
+    assert [f.name for f in folds] == ["a", "b", "c"]
+    _assert_disjoint(folds, list(corpus_of))
+    for f in folds:
+        assert {corpus_of[s] for s in f.test} == {f.name}  # the whole corpus is left out
+        assert f.name not in {corpus_of[s] for s in f.train + f.val}
+        assert "unknown" not in f.val
+    # one validation speaker per training corpus that can spare one (c has only two)
+    assert sorted(corpus_of[s] for s in folds[0].val) == ["b"]
+    assert sorted(corpus_of[s] for s in folds[2].val) == ["a", "b"]
+    assert folds == corpus_folds(list(corpus_of), corpus_of, seed=1, no_val=["unknown"])
+    with pytest.raises(ValueError, match="at least 2 corpora"):
+        corpus_folds(["a_0", "a_1"], {"a_0": "a", "a_1": "a"})
+
+
+def test_unknown_speakers_become_one_speaker_per_clip(tmp_path: Path) -> None:
+    from callsense.models.data import split_unknown_speakers
+
+    names = [
+        "go-safe-angry-1-d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f.wav",
+        "no-safe-calm-2-d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f.wav",
+        "go-safe-happy-3-9dd2014cc6e95226ece8fd97fa82.wav",
+        "no-safe-happy-4-9dd2014cc6e95226ece8fd97fa82.wav",
+    ]
+    _touch_wavs(tmp_path / "c", names)
+    build_manifest("emospeech", tmp_path / "c", tmp_path / "m.csv")
+    items = split_unknown_speakers(read_manifest(tmp_path / "m.csv"))
+    speakers = [it.speaker for it in items]
+    assert len({s for s in speakers if s.startswith("emospeech_unknown")}) == 2
+    assert speakers.count("emospeech_9dd2014cc6e9") == 2

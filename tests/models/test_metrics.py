@@ -53,3 +53,19 @@ def test_ece_hand_computed() -> None:
 def test_confusion_counts() -> None:
     cm = confusion(np.array([1, 1, 0]), np.array([1, 0, 0]), 2)
     assert cm.tolist() == [[1, 0], [1, 1]]
+
+
+def test_angry_vs_rest_auc() -> None:
+    from callsense.models.metrics import angry_vs_rest_auc
+
+    labels = ["angry", "happy", "neutral"]
+    y = np.array([0, 0, 1, 2, 2])
+    probs = np.array([[0.9, 0.05, 0.05], [0.4, 0.5, 0.1], [0.5, 0.4, 0.1], [0.1, 0.1, 0.8],
+                      [0.3, 0.1, 0.6]])  # fmt: skip
+    # angry scores 0.9, 0.4 vs others 0.5, 0.1, 0.3: 5 of 6 pairs ordered right
+    assert angry_vs_rest_auc(probs, y, labels) == pytest.approx(5 / 6)
+    assert angry_vs_rest_auc(probs, np.array([1, 1, 1, 2, 2]), labels) is None  # no angry
+    assert angry_vs_rest_auc(probs[:, 1:], y - 1, labels[1:]) is None  # no angry class
+    m = evaluate_predictions(probs, y, labels)
+    assert m["angry_auc"] == pytest.approx(5 / 6)
+    assert m["classes_present"] == labels
