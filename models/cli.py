@@ -130,7 +130,7 @@ def train_cmd(
     from callsense.models.audio import TARGET_LEVEL_DBFS
     from callsense.models.data import read_manifest, split_unknown_speakers
     from callsense.models.encoder import build_backbone, parse_encoder
-    from callsense.models.features import extract
+    from callsense.models.features import extract, extract_pooled
     from callsense.models.inference import save_artifact
     from callsense.models.labels import get_label_set
     from callsense.models.metrics import plot_confusion, write_json
@@ -159,7 +159,14 @@ def train_cmd(
     def loader(its: list, v: str) -> tuple[np.ndarray, np.ndarray]:
         return extract(its, backbone, v, window, TARGET_LEVEL_DBFS, cache)
 
-    fs, excluded = build_featureset(items, ls, loader, all_variants)
+    def pooled_loader(its: list, v: str) -> np.ndarray:
+        return extract_pooled(its, backbone, v, window, TARGET_LEVEL_DBFS, cache)
+
+    linear = head_kind in ("linear", "refnorm")  # these read pooled states only
+    fs, excluded = build_featureset(
+        items, ls, loader, all_variants,
+        pooled_loader=pooled_loader if linear else None, layers=len(spec["layers"]),
+    )  # fmt: skip
     if excluded:
         click.echo(f"labels outside {ls.name} (excluded): {json.dumps(excluded)}")
     cfg = TrainConfig(epochs=epochs, seed=seed, train_variants=tuple(train_variants))

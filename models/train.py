@@ -51,11 +51,24 @@ class TrainConfig:
 class FeatureSet:
     """Cached states for N clips, several variants, plus integer labels."""
 
-    states: dict[str, np.ndarray]  # variant -> (N, L, T, D) float16
+    states: dict[str, np.ndarray]  # variant -> (N, L, T, D) float16 (empty: pooled only)
     masks: dict[str, np.ndarray]  # variant -> (N, T) bool
     y: np.ndarray
     speakers: np.ndarray
     items: list[Item] = field(default_factory=list)
+    pooled_states: dict[str, np.ndarray] = field(default_factory=dict)  # variant -> (N, L*2D)
+    layers: int = 0  # encoder layers (read from the states when there are any)
+
+    @property
+    def n_layers(self) -> int:
+        return self.layers or next(iter(self.states.values())).shape[1]
+
+    def pooled(self) -> dict[str, np.ndarray]:
+        """Per-layer mean ‖ std of every variant (pooled from the states once, if needed)."""
+        for v in self.states:
+            if v not in self.pooled_states:
+                self.pooled_states[v] = pool_states(self.states[v], self.masks[v])
+        return self.pooled_states
 
     def batch(
         self, idx: np.ndarray, variants: list[str] | str
@@ -200,13 +213,24 @@ def cross_validate(
 
 
 def build_featureset(
-    items: list[Item], label_set: LabelSet, loader: Any, variants: list[str]
+    items: list[Item],
+    label_set: LabelSet,
+    loader: Any,
+    variants: list[str],
+    pooled_loader: Any = None,
+    layers: int = 0,
 ) -> tuple[FeatureSet, dict[str, int]]:
     """Filter items to the label set and load cached states for each variant.
 
-    ``loader(items, variant)`` → (states, mask) for the full item list; rows are then selected.
+    ``loader(items, variant)`` → (states, mask) for the items kept; or, with ``pooled_loader``
+    (items, variant) → (N, L*2D) pooled states only (``layers`` = L), for the linear heads.
     """
     kept, excluded = filter_items(items, label_set)
+    y = np.array([label_set.index(it.emotion) for it in kept], dtype=np.int64)
+    speakers = np.array([it.speaker for it in kept])
+    if pooled_loader is not None:
+        pooled = {v: pooled_loader(kept, v) for v in variants}
+        return FeatureSet({}, {}, y, speakers, kept, pooled, layers), excluded
     keep_paths = {it.path for it in kept}
     rows = np.array([i for i, it in enumerate(items) if it.path in keep_paths])
     states, masks = {}, {}
@@ -214,8 +238,6 @@ def build_featureset(
         st, mk = loader(items, v)
         states[v] = np.asarray(st[rows]) if len(rows) != len(items) else np.asarray(st)
         masks[v] = mk[rows]
-    y = np.array([label_set.index(it.emotion) for it in kept], dtype=np.int64)
-    speakers = np.array([it.speaker for it in kept])
     return FeatureSet(states, masks, y, speakers, kept), excluded
 
 
@@ -343,8 +365,8 @@ def cross_validate_linear(
     validation speakers (clean); with ``refit_train_val`` the head is then refitted on training
     + validation speakers (same C, warm start) and keeps that temperature. Metrics on the test
     speakers, which are never used, for each test variant."""
-    n_layers = next(iter(fs.states.values())).shape[1]
-    pooled = {v: pool_states(fs.states[v], fs.masks[v]) for v in fs.states}
+    n_layers = fs.n_layers
+    pooled = fs.pooled()
     results = _cv_results(
         labels, "stats_linear", c, train_variants, refit_train_val=refit_train_val
     )
@@ -499,11 +521,11 @@ def cross_validate_refnorm(
     with no history) and ``homogeneous`` (history of the same emotion only, the worst case)."""
     from callsense.models.speaker_norm import fit_refnorm_head, refnorm_logits
 
-    n_layers = next(iter(fs.states.values())).shape[1]
+    n_layers = fs.n_layers
     ref = [labels.index(lab) for lab in ("neutral", "calm") if lab in labels]
     if not ref:
         raise ValueError("speaker normalisation needs a 'neutral' (or 'calm') class as reference")
-    pooled = {v: pool_states(fs.states[v], fs.masks[v]) for v in fs.states}
+    pooled = fs.pooled()
     results = _cv_results(
         labels, "stats_linear_refnorm", c, train_variants,
         prior=prior,
