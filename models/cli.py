@@ -17,17 +17,33 @@ def _csv_list(value: str) -> list[str]:
 
 
 @click.command("manifest")
-@click.argument("corpus", type=click.Choice(["ravdess", "cremad", "tess", "savee", "emodb"]))
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("sources", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def manifest_cmd(corpus: str, directory: Path, out: Path) -> None:
-    """Write a manifest CSV (path,speaker,emotion,corpus) for a downloaded CORPUS in DIRECTORY."""
-    from callsense.models.data import build_manifest
+def manifest_cmd(sources: tuple[str, ...], out: Path) -> None:
+    """Write a manifest CSV (path,speaker,emotion,corpus) for downloaded corpora.
 
-    try:
-        n = build_manifest(corpus, directory, out)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    SOURCES are CORPUS DIRECTORY pairs, e.g. ``ravdess ~/ravdess ased ~/ASED_V1``: several
+    pairs give one manifest over all of them (for training on a union and for
+    ``train --protocol loco``). A CORPUS may also be ``manifest`` with a CSV path, to include an
+    existing manifest. Corpora: ravdess, cremad, tess, savee, emodb, ased, emospeech,
+    emotiontts."""
+    from callsense.models.data import READERS, manifest_rows, write_manifest
+
+    if len(sources) % 2:
+        raise click.UsageError("SOURCES must be CORPUS DIRECTORY pairs")
+    rows: list[dict[str, str]] = []
+    for corpus, where in zip(sources[::2], sources[1::2], strict=True):
+        if corpus != "manifest" and corpus not in READERS:
+            raise click.BadParameter(f"unknown corpus {corpus!r}; known: {', '.join(READERS)}")
+        if not Path(where).exists():
+            raise click.BadParameter(f"{where} does not exist")
+        try:
+            got = manifest_rows(corpus, Path(where))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"{corpus}: {len(got)} clips, {len({r['speaker'] for r in got})} speakers")
+        rows += got
+    n = write_manifest(rows, out, out.parent)
     click.echo(f"wrote {n} rows to {out}")
 
 

@@ -271,14 +271,26 @@ READERS: dict[str, Callable[[Path], list[dict[str, str]]]] = {
 }
 
 
-def build_manifest(corpus: str, root: str | Path, out: str | Path) -> int:
+def manifest_rows(corpus: str, root: str | Path) -> list[dict[str, str]]:
+    """Rows (absolute paths) of a corpus read from its folder, or of an existing manifest CSV
+    (``corpus="manifest"``)."""
+    if corpus == "manifest":
+        return [
+            {"path": str(it.path), "speaker": it.speaker, "emotion": it.emotion,
+             "corpus": it.corpus or it.speaker.split("_")[0], **it.extra}
+            for it in read_manifest(root)
+        ]  # fmt: skip
     key = corpus.lower().replace("-", "").replace("_", "")
     if key not in READERS:
         raise ValueError(f"unknown corpus {corpus!r}; known: {', '.join(READERS)}")
     rows = READERS[key](Path(root))
     if not rows:
         raise ValueError(f"no {corpus} audio files with the expected naming under {root}")
-    return write_manifest(rows, out, root)
+    return rows
+
+
+def build_manifest(corpus: str, root: str | Path, out: str | Path) -> int:
+    return write_manifest(manifest_rows(corpus, root), out, root)
 
 
 # ------------------------------------------------------------------------------ splits

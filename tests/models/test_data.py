@@ -83,6 +83,34 @@ def test_manifest_cli_and_unknown_layout(tmp_path: Path) -> None:
     _touch_wavs(tmp_path, ["random_name.wav"])
     r = CliRunner().invoke(manifest_cmd, ["emodb", str(tmp_path), "--out", str(tmp_path / "m.csv")])
     assert r.exit_code != 0 and "no emodb audio files" in r.output
+    r = CliRunner().invoke(manifest_cmd, ["nope", str(tmp_path), "--out", str(tmp_path / "m.csv")])
+    assert r.exit_code != 0 and "unknown corpus 'nope'" in r.output
+    r = CliRunner().invoke(manifest_cmd, ["tess", "--out", str(tmp_path / "m.csv")])
+    assert r.exit_code != 0 and "pairs" in r.output
+
+
+def test_manifest_over_several_corpora(tmp_path: Path) -> None:
+    """``callsense manifest A dirA B dirB manifest m.csv --out`` writes one manifest over all."""
+    from callsense.models.cli import manifest_cmd
+    from click.testing import CliRunner
+
+    _touch_wavs(tmp_path / "tess", ["OAF_angry/OAF_back_angry.wav"])
+    _touch_wavs(tmp_path / "ased", ["01Neutral/n1-01-01-01-01.wav", "05Angry/a5-01-01-02-02.wav"])
+    _touch_wavs(tmp_path / "rav", ["Actor_01/03-01-05-01-01-01-01.wav"])
+    build_manifest("ravdess", tmp_path / "rav", tmp_path / "rav" / "MANIFEST.csv")
+    out = tmp_path / "all" / "union.csv"
+    r = CliRunner().invoke(manifest_cmd, [
+        "tess", str(tmp_path / "tess"), "ased", str(tmp_path / "ased"),
+        "manifest", str(tmp_path / "rav" / "MANIFEST.csv"), "--out", str(out),
+    ])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    items = read_manifest(out)
+    assert {(it.corpus, it.speaker, it.emotion) for it in items} == {
+        ("tess", "tess_OAF", "angry"), ("ased", "ased_01", "neutral"),
+        ("ased", "ased_02", "angry"), ("ravdess", "ravdess_01", "angry"),
+    }  # fmt: skip
+    assert all(it.path.is_file() for it in items)
+    assert next(it for it in items if it.corpus == "ravdess").extra["intensity"] == "normal"
 
 
 def test_label_sets() -> None:
