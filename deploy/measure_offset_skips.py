@@ -40,13 +40,14 @@ PATTERNS = {
 
 def one_run(test: str, broker: str, base: Path) -> dict[str, object]:
     t0 = time.monotonic()
+    base.parent.mkdir(parents=True, exist_ok=True)  # pytest creates only the last level
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={base}",
          f"{test}[sqlite-{broker}]"],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     counts = dict.fromkeys(PATTERNS, 0)
-    for log in base.rglob("worker*.log"):
+    for log in {p.resolve() for p in base.rglob("worker*.log")}:  # pytest links "…current"
         text = log.read_text(errors="replace")
         for name, pattern in PATTERNS.items():
             counts[name] += len(pattern.findall(text))
