@@ -147,6 +147,18 @@ def _write_properties(path: Path, props: dict[str, str]) -> None:
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a base64url-encoded random UUID without padding (22 characters).
+    Like Kafka's own ``Uuid.randomUuid``, never one starting with "-", which the storage
+    tool's argument parser would take for an option."""
+    import base64
+
+    while True:
+        raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not raw.startswith("-"):
+            return raw
+
+
 class KafkaCluster(BrokerProcess):
     """One or three Apache Kafka nodes (KRaft, combined broker + controller) as child processes.
 
@@ -203,11 +215,7 @@ class KafkaCluster(BrokerProcess):
     def _cluster_id(self) -> str:
         path = self.data_dir / "cluster.id"
         if not path.exists():
-            # a KRaft cluster id is a base64url-encoded UUID without padding (22 characters)
-            import base64
-
-            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            path.write_text(raw)
+            path.write_text(new_cluster_id())
         return path.read_text().strip()
 
     def _java(self, jars: Path, main: str, *args: str, log: Path | None = None) -> list[str]:

@@ -28,6 +28,7 @@ from callsense.kafka_broker import (
     POM,
     KafkaCluster,
     broker_properties,
+    new_cluster_id,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -180,6 +181,20 @@ def test_embedded_brokers_run_alone() -> None:
         open_broker("noida", None, Path("unused"), nodes=3)
     with pytest.raises(BrokerError, match="1 or 3"):
         KafkaCluster(nodes=2)
+
+
+def test_cluster_ids_are_uuids_the_storage_tool_accepts() -> None:
+    """One random id in 64 would start with "-", which kafka-storage takes for an option
+    ("argument --cluster-id/-t: expected one argument"); 5000 draws meet ~78 such ids."""
+    import base64
+    import uuid
+
+    ids = {new_cluster_id() for _ in range(5000)}
+    assert len(ids) == 5000
+    assert not [i for i in ids if i.startswith("-")]
+    for i in list(ids)[:50]:
+        assert len(i) == 22
+        assert uuid.UUID(bytes=base64.urlsafe_b64decode(i + "==")).version == 4
 
 
 def test_cluster_properties() -> None:
