@@ -60,6 +60,20 @@ def manifest_cmd(sources: tuple[str, ...], out: Path) -> None:
     "corpus of the manifest, its speakers scored as causal streams).",
 )
 @click.option(
+    "--corpora",
+    default="",
+    help="Only these corpora of the manifest (comma separated), e.g. the licence-compatible "
+    "ones for a shipped model; the encoder cache is the whole manifest's, so subsets reuse it.",
+)
+@click.option(
+    "--balance",
+    type=click.Choice(["class", "corpus"]),
+    default="class",
+    show_default=True,
+    help="linear/refnorm heads: class: classes weigh the same; corpus: every training corpus "
+    "weighs the same, and within it every class it has.",
+)
+@click.option(
     "--encoder",
     default="whisper-base",
     show_default=True,
@@ -126,6 +140,8 @@ def train_cmd(
     label_set: str,
     folds: int,
     protocol: str,
+    corpora: str,
+    balance: str,
     encoder: str,
     layers: str,
     variants: str,
@@ -161,6 +177,7 @@ def train_cmd(
         make_folds,
         plot_curves,
         plot_folds,
+        row_weights,
     )
 
     torch.set_num_threads(1)
@@ -185,24 +202,33 @@ def train_cmd(
     )  # fmt: skip
     if excluded:
         click.echo(f"labels outside {ls.name} (excluded): {json.dumps(excluded)}")
+    if corpora:
+        wanted = _csv_list(corpora)
+        unknown = sorted(set(wanted) - set(fs.corpora.tolist()))
+        if unknown:
+            missing = ", ".join(unknown)
+            raise click.BadParameter(f"not in the manifest: {missing}", param_hint="--corpora")
+        fs = fs.subset(np.flatnonzero(np.isin(fs.corpora, wanted)))
     cfg = TrainConfig(epochs=epochs, seed=seed, train_variants=tuple(train_variants))
     fold_list = make_folds(fs, folds, seed, protocol)
     folds = len(fold_list)
     t0 = time.time()
     if head_kind == "refnorm":
         res = cross_validate_refnorm(
-            fs, list(ls.labels), fold_list, c_reg, tuple(train_variants), prior
+            fs, list(ls.labels), fold_list, c_reg, tuple(train_variants), prior, balance=balance
         )
     elif head_kind == "linear":
         res = cross_validate_linear(
-            fs, list(ls.labels), fold_list, c_reg, tuple(train_variants), refit_train_val=refit
-        )
+            fs, list(ls.labels), fold_list, c_reg, tuple(train_variants),
+            refit_train_val=refit, balance=balance,
+        )  # fmt: skip
     else:
         res = cross_validate(fs, list(ls.labels), fold_list, cfg, seeds=seeds)
     res.update(
         {
             "manifest": str(manifest),
             "protocol": protocol,
+            "corpora": sorted(set(fs.corpora.tolist())),
             "label_set": ls.to_dict(),
             "excluded_labels": excluded,
             "encoder": spec,
@@ -251,6 +277,7 @@ def train_cmd(
                     c_reg,
                     prior,
                     train_variants,
+                    weights=row_weights(fs, np.arange(len(fs.y)), balance, len(ls.labels)),
                 )
             ]
             training_cfg = {**res["config"], "fit": "all speakers; temperature = mean over folds"}
@@ -258,7 +285,11 @@ def train_cmd(
             pooled = res["_pooled"]
             x = np.concatenate([pooled[v] for v in train_variants])
             y = np.concatenate([fs.y] * len(train_variants))
-            heads = [fit_linear(x, y, len(ls.labels), heads[0].hparams["n_layers"], c_reg)]
+            w = row_weights(fs, np.arange(len(fs.y)), balance, len(ls.labels))
+            if w is not None:
+                w = np.tile(w, len(train_variants))
+            n_layers = heads[0].hparams["n_layers"]
+            heads = [fit_linear(x, y, len(ls.labels), n_layers, c_reg, sample_weight=w)]
             training_cfg = {**res["config"], "fit": "all speakers; temperature = mean over folds"}
         config = {
             "encoder": {**spec, "layers": sorted(spec["layers"])},

@@ -95,11 +95,10 @@ def normalise_sequence(
 def speaker_streams(speakers: Sequence[str] | np.ndarray, seed: int) -> list[np.ndarray]:
     """Row indices of each speaker (sorted by speaker), in a random (seeded) order: how a corpus'
     clips, which have no time order, are replayed as the windows of one call per speaker."""
-    speakers = np.asarray(speakers)
     rng = np.random.default_rng(seed)
-    return [
-        rng.permutation(np.flatnonzero(speakers == spk)) for spk in sorted(set(speakers.tolist()))
-    ]
+    _, inverse, counts = np.unique(np.asarray(speakers), return_inverse=True, return_counts=True)
+    grouped = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    return [rng.permutation(rows) for rows in grouped]
 
 
 def normalise_speakers(
@@ -183,15 +182,24 @@ class RefNormLinearHead(nn.Module):
 # ------------------------------------------------------------------------------ fitting
 
 
-def fit_lr(x: np.ndarray, y: np.ndarray, n_classes: int, c: float) -> tuple[np.ndarray, np.ndarray]:
-    """Class-balanced L2 logistic regression on standardised ``x``; the standardisation is folded
-    into the returned (W, b) so that logits = x @ W.T + b on raw ``x``."""
+def fit_lr(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    c: float,
+    sample_weight: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """L2 logistic regression on standardised ``x``, class-balanced unless ``sample_weight`` is
+    given (which then carries the balance); the standardisation is folded into the returned
+    (W, b) so that logits = x @ W.T + b on raw ``x``."""
     from sklearn.linear_model import LogisticRegression
 
     mu = x.mean(0)
     sd = x.std(0) + 1e-5
-    clf = LogisticRegression(C=c, max_iter=500, class_weight="balanced")
-    clf.fit((x - mu) / sd, y)
+    clf = LogisticRegression(
+        C=c, max_iter=500, class_weight="balanced" if sample_weight is None else None
+    )
+    clf.fit((x - mu) / sd, y, sample_weight=sample_weight)
     if len(clf.classes_) != n_classes:
         raise ValueError(f"training data covers {len(clf.classes_)} of {n_classes} classes")
     coef, intercept = clf.coef_, clf.intercept_
@@ -216,17 +224,23 @@ def fit_refnorm_head(
     variants: Sequence[str],
     orders: int = 2,
     seed: int = 0,
+    weights: np.ndarray | None = None,
 ) -> RefNormLinearHead:
     """Fit both stages on ``rows`` (training speakers): stage 1 on standardised statistics of all
     training variants; stage 2 on the same rows normalised causally in ``orders`` random
-    per-speaker orders per variant (so training sees early and late windows of a "call")."""
+    per-speaker orders per variant (so training sees early and late windows of a "call").
+    ``weights`` (one per row of ``rows``) replace the class balance, e.g. corpus × class."""
     clean = pooled["clean"][rows]
     mu = clean.mean(0)
     sigma = clean.std(0) + 1e-5
     z = {v: ((pooled[v][rows] - mu) / sigma).astype(np.float32) for v in variants}
     yr = y[rows]
     w1, b1 = fit_lr(
-        np.concatenate([z[v] for v in variants]), np.concatenate([yr] * len(variants)), n_classes, c
+        np.concatenate([z[v] for v in variants]),
+        np.concatenate([yr] * len(variants)),
+        n_classes,
+        c,
+        None if weights is None else np.tile(weights, len(variants)),
     )
     mu_ref = z["clean"][np.isin(yr, list(ref_classes))].mean(0).astype(np.float32)
     head = RefNormLinearHead(
@@ -247,7 +261,8 @@ def fit_refnorm_head(
                 normalise_speakers(z[v], p, speakers[rows], prior, mu_ref, seed + 1000 * o + k)
             )
             ys.append(yr)
-    w2, b2 = fit_lr(np.concatenate(xs), np.concatenate(ys), n_classes, c)
+    sw = None if weights is None else np.tile(weights, len(xs))
+    w2, b2 = fit_lr(np.concatenate(xs), np.concatenate(ys), n_classes, c, sw)
     with torch.no_grad():
         head.out.weight.copy_(torch.from_numpy(w2.astype(np.float32)))
         head.out.bias.copy_(torch.from_numpy(b2.astype(np.float32)))

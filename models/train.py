@@ -63,6 +63,23 @@ class FeatureSet:
     def n_layers(self) -> int:
         return self.layers or next(iter(self.states.values())).shape[1]
 
+    @property
+    def corpora(self) -> np.ndarray:
+        """Corpus of every clip (the speaker prefix when the manifest names none)."""
+        return np.array([it.corpus or it.speaker.split("_")[0] for it in self.items])
+
+    def subset(self, rows: np.ndarray) -> FeatureSet:
+        """The clips ``rows`` only (same variants)."""
+        return FeatureSet(
+            {v: st[rows] for v, st in self.states.items()},
+            {v: mk[rows] for v, mk in self.masks.items()},
+            self.y[rows],
+            self.speakers[rows],
+            [self.items[i] for i in rows],
+            {v: p[rows] for v, p in self.pooled_states.items()},
+            self.layers,
+        )
+
     def pooled(self) -> dict[str, np.ndarray]:
         """Per-layer mean ‖ std of every variant (pooled from the states once, if needed)."""
         for v in self.states:
@@ -241,13 +258,43 @@ def build_featureset(
     return FeatureSet(states, masks, y, speakers, kept), excluded
 
 
+def balance_weights(y: np.ndarray, groups: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-row weights under which every group (corpus) present weighs the same and, within
+    it, every class it has; then rescaled so the classes weigh the same overall. Mean 1."""
+    w = np.zeros(len(y), dtype=np.float64)
+    names = np.unique(groups)
+    for g in names:
+        in_g = groups == g
+        classes = np.unique(y[in_g])
+        for k in classes:
+            cell = in_g & (y == k)
+            w[cell] = 1.0 / (len(names) * len(classes) * cell.sum())
+    for k in range(n_classes):
+        total = w[y == k].sum()
+        if total > 0:
+            w[y == k] /= total * n_classes
+    return w * len(y)
+
+
+def row_weights(
+    fs: FeatureSet, rows: np.ndarray, balance: str, n_classes: int
+) -> np.ndarray | None:
+    """``class``: None (the solver balances classes); ``corpus``: :func:`balance_weights` over
+    the corpora of ``rows``."""
+    if balance == "class":
+        return None
+    if balance == "corpus":
+        return balance_weights(fs.y[rows], fs.corpora[rows], n_classes)
+    raise ValueError(f"unknown balance {balance!r} (class or corpus)")
+
+
 def make_folds(fs: FeatureSet, k: int, seed: int, protocol: str = "speakers") -> list[Fold]:
     """``speakers``: k speaker-disjoint folds; ``loco``: one fold per corpus (leave one corpus
     out; ``k`` is unused)."""
     if protocol == "speakers":
         return speaker_folds(fs.speakers.tolist(), k=k, n_val=2, seed=seed)
     if protocol == "loco":
-        corpus_of = {it.speaker: it.corpus or it.speaker.split("_")[0] for it in fs.items}
+        corpus_of = dict(zip(fs.speakers.tolist(), fs.corpora.tolist(), strict=True))
         unknown = {it.speaker for it in fs.items if it.extra.get("unknown_speaker") == "1"}
         return corpus_folds(fs.speakers.tolist(), corpus_of, seed=seed, no_val=unknown)
     raise ValueError(f"unknown protocol {protocol!r} (speakers or loco)")
@@ -304,9 +351,11 @@ def fit_linear(
     c: float,
     seed: int = 0,
     warm_from: StatsLinearHead | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> StatsLinearHead:
-    """Class-balanced L2 logistic regression on standardised stats → a StatsLinearHead.
-    ``warm_from`` starts the solver from another head's solution (same features)."""
+    """L2 logistic regression on standardised stats → a StatsLinearHead, class-balanced unless
+    ``sample_weight`` carries the balance. ``warm_from`` starts the solver from another head's
+    solution (same features)."""
     from sklearn.linear_model import LogisticRegression
 
     mu = x.mean(0)
@@ -314,14 +363,14 @@ def fit_linear(
     clf = LogisticRegression(
         C=c,
         max_iter=500,
-        class_weight="balanced",
+        class_weight="balanced" if sample_weight is None else None,
         random_state=seed,
         warm_start=warm_from is not None,
     )
     if warm_from is not None:
         clf.coef_ = warm_from.out.weight.detach().numpy().astype(np.float64).copy()
         clf.intercept_ = warm_from.out.bias.detach().numpy().astype(np.float64).copy()
-    clf.fit((x - mu) / sigma, y)
+    clf.fit((x - mu) / sigma, y, sample_weight=sample_weight)
     if clf.coef_.shape[0] != n_classes:
         raise ValueError(f"training data covers {clf.coef_.shape[0]} of {n_classes} classes")
     head = StatsLinearHead(n_layers, x.shape[1] // (2 * n_layers), n_classes)
@@ -360,6 +409,7 @@ def cross_validate_linear(
     train_variants: tuple[str, ...],
     test_variants: tuple[str, ...] = ("clean", "tel"),
     refit_train_val: bool = True,
+    balance: str = "class",
 ) -> dict[str, Any]:
     """Per fold: fit on training speakers (all training variants stacked), temperature on
     validation speakers (clean); with ``refit_train_val`` the head is then refitted on training
@@ -368,8 +418,9 @@ def cross_validate_linear(
     n_layers = fs.n_layers
     pooled = fs.pooled()
     results = _cv_results(
-        labels, "stats_linear", c, train_variants, refit_train_val=refit_train_val
+        labels, "stats_linear", c, train_variants, refit_train_val=refit_train_val, balance=balance
     )
+    nv = len(train_variants)
     all_probs: dict[str, list[np.ndarray]] = {v: [] for v in test_variants}
     all_y, heads, temps = [], [], []
     for fold in tqdm(folds, desc="folds", unit="fold"):
@@ -377,7 +428,8 @@ def cross_validate_linear(
         t0 = time.time()
         xtr = np.concatenate([pooled[v][tr] for v in train_variants])
         ytr = np.concatenate([fs.y[tr]] * len(train_variants))
-        head = fit_linear(xtr, ytr, len(labels), n_layers, c)
+        w = row_weights(fs, tr, balance, len(labels))
+        head = fit_linear(xtr, ytr, len(labels), n_layers, c, sample_weight=_tile(w, nv))
         logits = {v: _linear_logits(head, pooled[v]) for v in pooled}
         temp = fit_temperature(logits["clean"][va], fs.y[va])
         val_ua = unweighted_accuracy(fs.y[va], logits["clean"][va].argmax(1), len(labels))
@@ -385,7 +437,8 @@ def cross_validate_linear(
             trva = np.concatenate([tr, va])
             x2 = np.concatenate([pooled[v][trva] for v in train_variants])
             y2 = np.concatenate([fs.y[trva]] * len(train_variants))
-            head = fit_linear(x2, y2, len(labels), n_layers, c, warm_from=head)
+            w2 = _tile(row_weights(fs, trva, balance, len(labels)), nv)
+            head = fit_linear(x2, y2, len(labels), n_layers, c, warm_from=head, sample_weight=w2)
             logits = {v: _linear_logits(head, pooled[v]) for v in pooled}
         entry = {**_fold_entry(fold, tr), "val_ua": val_ua}
         test_logits = {v: logits[v][te] for v in test_variants}
@@ -397,6 +450,10 @@ def cross_validate_linear(
     results["temperature"] = float(np.mean(temps))
     results["_pooled"] = pooled
     return results
+
+
+def _tile(w: np.ndarray | None, n: int) -> np.ndarray | None:
+    return None if w is None else np.tile(w, n)
 
 
 def _score_fold(
@@ -514,6 +571,7 @@ def cross_validate_refnorm(
     train_variants: tuple[str, ...],
     prior: float,
     test_variants: tuple[str, ...] = ("clean", "tel"),
+    balance: str = "class",
 ) -> dict[str, Any]:
     """As :func:`cross_validate_linear` (fit on training speakers, temperature on validation
     speakers, refit on both), with per-speaker reference normalisation. Each test speaker's clips
@@ -531,6 +589,7 @@ def cross_validate_refnorm(
         prior=prior,
         reference=[labels[i] for i in ref],
         refit_train_val=True,
+        balance=balance,
         test_order="each test speaker's clips in a random order (seed = fold), causal",
     )  # fmt: skip
     extra = ("first", "homogeneous")
@@ -539,8 +598,9 @@ def cross_validate_refnorm(
 
     def fit(rows: np.ndarray) -> Any:
         return fit_refnorm_head(
-            pooled, rows, fs.y, fs.speakers, n_layers, len(labels), ref, c, prior, train_variants
-        )
+            pooled, rows, fs.y, fs.speakers, n_layers, len(labels), ref, c, prior, train_variants,
+            weights=row_weights(fs, rows, balance, len(labels)),
+        )  # fmt: skip
 
     for fold in tqdm(folds, desc="folds", unit="fold"):
         tr, va, te = fold_indices(fs, fold)

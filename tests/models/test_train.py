@@ -12,7 +12,8 @@ def test_linear_cross_validation_reports_folds_and_variants(toy_features: Any) -
     folds = make_folds(fs, 6, 0)
     res = cross_validate_linear(fs, ["neutral", "angry", "sad"], folds, 1.0, ("clean",))
     assert res["config"] == {
-        "head": "stats_linear", "C": 1.0, "train_variants": ["clean"], "refit_train_val": True
+        "head": "stats_linear", "C": 1.0, "train_variants": ["clean"], "refit_train_val": True,
+        "balance": "class",
     }  # fmt: skip
     assert len(res["folds"]) == 6
     for f in res["folds"]:
@@ -45,3 +46,53 @@ def test_leave_one_corpus_out_cross_validation(toy_features: Any) -> None:
     clean = res["summary"]["clean"]
     assert clean["ua_mean"] > 0.8
     assert 0.9 < clean["angry_auc_mean"] <= 1.0
+
+
+def test_corpus_balance_weights() -> None:
+    """Every corpus weighs the same and, within it, every class it has; then the classes weigh
+    the same overall; mean weight 1."""
+    import numpy as np
+    from callsense.models.train import balance_weights
+
+    y = np.array([0, 0, 0, 0, 1, 1, 0, 1, 2, 2])
+    g = np.array(["a"] * 6 + ["b"] * 2 + ["c"] * 2)
+    w = balance_weights(y, g, 3)
+    assert np.isclose(w.mean(), 1.0)
+    assert np.allclose([w[y == k].sum() for k in range(3)], len(y) / 3)
+    # within a corpus, each class it has the same total; rows of one cell the same weight
+    assert np.isclose(w[(g == "a") & (y == 0)].sum() / w[(g == "a") & (y == 1)].sum(), 2 / 2)
+    assert len(set(np.round(w[(g == "a") & (y == 0)], 12))) == 1
+    # corpus b's single class-0 clip carries what corpus a's four class-0 clips carry together
+    assert np.isclose(w[(g == "b") & (y == 0)].sum(), w[(g == "a") & (y == 0)].sum())
+
+
+def test_corpus_balanced_loco_and_corpus_subset(toy_features: Any) -> None:
+    """``--balance corpus`` is recorded and changes the fit; ``--corpora`` keeps those corpora's
+    clips only, aligned across labels, speakers, items and every variant."""
+    from pathlib import Path
+
+    import numpy as np
+    from callsense.models.data import Item
+    from callsense.models.train import cross_validate_linear, make_folds
+
+    fs = toy_features(3, tel_noise=1.0)
+    corpus = {f"s{i:02d}": ("x" if i < 8 else "y" if i < 10 else "z") for i in range(12)}
+    fs.items = [Item(Path(f"{i}.wav"), str(s), "", corpus[str(s)]) for i, s in
+                enumerate(fs.speakers)]  # fmt: skip
+    folds = make_folds(fs, 6, 0, protocol="loco")
+    labels = ["angry", "neutral", "sad"]
+    by_class = cross_validate_linear(fs, labels, folds, 1.0, ("clean", "tel"))
+    by_corpus = cross_validate_linear(fs, labels, folds, 1.0, ("clean", "tel"), balance="corpus")
+    assert by_corpus["config"]["balance"] == "corpus"
+    # fold "z" trains on x (8 speakers) and y (2): corpus y now weighs as much as x
+    w_class = by_class["_heads"][2].out.weight.detach().numpy()
+    w_corpus = by_corpus["_heads"][2].out.weight.detach().numpy()
+    assert not np.allclose(w_class, w_corpus, atol=1e-3)
+    assert by_corpus["summary"]["clean"]["ua_mean"] > 0.8
+
+    rows = np.flatnonzero(np.isin(fs.corpora, ["y", "z"]))
+    sub = fs.subset(rows)
+    assert set(sub.corpora.tolist()) == {"y", "z"} and len(sub.y) == 80
+    assert [it.speaker for it in sub.items] == sub.speakers.tolist()
+    assert np.array_equal(sub.states["tel"], fs.states["tel"][rows])
+    assert np.array_equal(sub.y, fs.y[rows])
