@@ -80,7 +80,8 @@ class Child:
                 self.proc.wait(10)
 
 
-def _windows_per_speaker(url: str, call_ids: list[str]) -> dict[str, set[str]]:
+def _windows_per_speaker(url: str, call_ids: list[str]) -> dict[str, dict[str, str]]:
+    """call id -> {speaker: role} of the speakers that have emotion windows."""
     import sqlalchemy as sa
 
     from callsense.storage.db import make_engine
@@ -89,15 +90,15 @@ def _windows_per_speaker(url: str, call_ids: list[str]) -> dict[str, set[str]]:
     try:
         with engine.connect() as conn:
             query = sa.text(
-                "SELECT call_id, speaker FROM emotion_windows WHERE call_id IN :ids "
-                "GROUP BY call_id, speaker"
+                "SELECT call_id, speaker, role FROM emotion_windows WHERE call_id IN :ids "
+                "GROUP BY call_id, speaker, role"
             ).bindparams(sa.bindparam("ids", expanding=True))
             rows = conn.execute(query, {"ids": call_ids}).all()
     finally:
         engine.dispose()
-    out: dict[str, set[str]] = {}
-    for cid, spk in rows:
-        out.setdefault(cid, set()).add(spk)
+    out: dict[str, dict[str, str]] = {}
+    for cid, spk, role in rows:
+        out.setdefault(cid, {})[spk] = role
     return out
 
 
@@ -273,6 +274,7 @@ async def _supervise(
 ) -> None:
     feeder = asyncio.create_task(_loop_calls(settings, calls, pace, stop, started))
     reported: set[str] = set()
+    wanted = set(settings.emotion_roles) & {"customer", "agent"}
     loop = asyncio.get_running_loop()
     try:
         while not stop.is_set():
@@ -289,12 +291,11 @@ async def _supervise(
             if pending:
                 seen = await loop.run_in_executor(None, _windows_per_speaker, url, pending)
                 for cid, speakers in seen.items():
-                    if len(speakers) >= 2 and cid not in reported:
+                    # a stereo sample call has one customer and one agent
+                    if wanted <= set(speakers.values()) and cid not in reported:
                         reported.add(cid)
-                        click.echo(
-                            f"{time.monotonic() - t0:6.1f} s  {cid}: windows for "
-                            f"{', '.join(sorted(speakers))}"
-                        )
+                        who = ", ".join(f"{s} ({r})" for s, r in sorted(speakers.items()))
+                        click.echo(f"{time.monotonic() - t0:6.1f} s  {cid}: windows for {who}")
             if duration is not None and time.monotonic() - t0 >= duration:
                 stop.set()
     finally:

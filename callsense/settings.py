@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Role = Literal["customer", "agent", "unknown"]
+ROLES: tuple[Role, ...] = ("customer", "agent", "unknown")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -111,6 +115,14 @@ class Settings(BaseSettings):
         0.5, gt=0.0, le=1.0, description="Exponential smoothing factor over recent windows."
     )
     agent_channel: int = Field(0, ge=0, le=1, description="Stereo channel that carries the agent.")
+    emotion_roles: Annotated[tuple[Role, ...], NoDecode] = Field(
+        ("customer",),
+        description="Speaker roles whose emotion is inferred, comma separated: customer, agent, "
+        "unknown. Default customer only: the EU AI Act (Art. 5(1)(f)) prohibits inferring "
+        "employees' emotions at work; 'agent' is an opt-in the worker logs. Every role still "
+        "gets VAD (talk time). 'unknown' = mono speakers without a role (diarization off or "
+        "rule 'none'), which may be the agent.",
+    )
 
     # --- diarization (mono calls) ---------------------------------------------------------
     diarization_mono: bool = Field(
@@ -188,6 +200,17 @@ class Settings(BaseSettings):
         None, description="Flask session key for sign-in cookies (random per process if unset)."
     )
 
+    @field_validator("emotion_roles", mode="before")
+    @classmethod
+    def _split_roles(cls, v: object) -> object:
+        if isinstance(v, str):
+            parts = [p.strip().lower() for p in v.split(",") if p.strip()]
+            unknown = sorted(set(parts) - set(ROLES))
+            if unknown:
+                raise ValueError(f"unknown role(s) {unknown}; choose from {list(ROLES)}")
+            return tuple(dict.fromkeys(parts))
+        return v
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
@@ -213,5 +236,7 @@ def settings_markdown() -> str:
                 default = "unset"
             elif default == "":
                 default = "empty"
+            elif isinstance(default, tuple):
+                default = ",".join(default)
         rows.append(f"| `CALLSENSE_{name.upper()}` | `{default}` | {field.description} |")
     return "\n".join(rows)

@@ -207,6 +207,8 @@ class CallProcessor:
 
         self.settings = settings
         self.cfg = StageConfig.from_settings(settings)
+        if notice := self.cfg.roles_notice():
+            log.warning(notice)
         self.classifier = classifier
         self.live: dict[str, CallContext] = {}
         self.diarize_mono = bool(getattr(settings, "diarization_mono", False))

@@ -74,7 +74,7 @@ def load_set(data: Path, actors: list[int], labels: list[str]) -> list[tuple[np.
 
 
 def clip_windows(x: np.ndarray, cfg: StageConfig) -> list[np.ndarray]:
-    pipe = SpeakerPipeline(cfg, SR)
+    pipe = SpeakerPipeline(cfg, SR, role="customer")
     wins = []
     for _seq, start, chunk in chunk_audio(x[None, :], SR, cfg.chunk_ms):
         wins += pipe.push(chunk[0], start)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from callsense.processors.stages import (
     classify,
     speakers_for,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,6 +113,8 @@ def analyze_audio(
     source: str = "",
 ) -> Analysis:
     cfg = StageConfig.from_settings(settings)
+    if notice := cfg.roles_notice():
+        log.warning(notice)
     windows, info = extract_windows(
         audio, sr, cfg, agent_channel, diarize=settings.diarization_mono
     )

@@ -66,6 +66,8 @@ class StageConfig:
     uncertain_threshold: float = 0.45
     smoothing_alpha: float = 0.5
     inference_batch: int = 16
+    # roles whose windows are emitted for emotion inference; the others only get VAD (talk time)
+    emotion_roles: tuple[str, ...] = ("customer",)
 
     def __post_init__(self) -> None:
         if self.sample_rate not in VAD_RATES:
@@ -89,6 +91,19 @@ class StageConfig:
             uncertain_threshold=float(settings.uncertain_threshold),
             smoothing_alpha=float(settings.smoothing_alpha),
             inference_batch=int(settings.inference_batch),
+            emotion_roles=tuple(settings.emotion_roles),
+        )
+
+    def roles_notice(self) -> str | None:
+        """The notice to log when employees' emotion may be inferred (None: customers only)."""
+        risky = [r for r in self.emotion_roles if r in ("agent", "unknown")]
+        if not risky:
+            return None
+        return (
+            f"emotion inference enabled for role(s) {', '.join(risky)} (CALLSENSE_EMOTION_ROLES="
+            f"{','.join(self.emotion_roles)}): inferring employees' emotions at work is "
+            "prohibited by the EU AI Act, Art. 5(1)(f), save for medical or safety reasons; "
+            "make sure this use is lawful where you run it"
         )
 
     @property
@@ -477,6 +492,12 @@ class SpeakerPipeline:
     def windows_emitted(self) -> int:
         return self._n_windows
 
+    @property
+    def infers_emotion(self) -> bool:
+        """False for a role outside ``cfg.emotion_roles``: its windows are cut (talk time and
+        timing stay exact) but never returned, so no emotion is inferred for that speaker."""
+        return self.role in self.cfg.emotion_roles
+
     def push(self, samples: np.ndarray, start_sample: int) -> list[Window]:
         """Feed one chunk (1-D float32 in [-1, 1] or int16) that starts at ``start_sample``
         (input-rate samples since call start). Returns the windows completed by this chunk.
@@ -500,7 +521,7 @@ class SpeakerPipeline:
         ):  # fmt: skip
             windows += self._feed(silence)
         windows += self._feed(pcm)
-        return windows
+        return windows if self.infers_emotion else []
 
     def flush(self) -> list[Window]:
         """End of stream: drain every stage and emit a last window for uncovered speech."""
@@ -513,7 +534,7 @@ class SpeakerPipeline:
         windows += self._speech_in(self._vad.push(x) + self._vad.flush())
         windows += self._tail()
         self.flushed = True
-        return windows
+        return windows if self.infers_emotion else []
 
     def to_state(self) -> dict[str, Any]:
         """JSON-safe snapshot (audio as base64 PCM16); ``from_state`` continues identically."""

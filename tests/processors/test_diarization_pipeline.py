@@ -29,7 +29,8 @@ def call_turns(shared_data: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
 def settings():
     from callsense.settings import Settings
 
-    s = Settings(diarization_mono=True)  # the default; explicit so that the test says so
+    # diarization on is the default; agent emotion is an opt-in, here to compare both voices
+    s = Settings(diarization_mono=True, emotion_roles=("customer", "agent"))
     if not (s.model_dir / "model.json").is_file():
         pytest.fail(f"no emotion model artefact at {s.model_dir}")
     return s

@@ -1,5 +1,6 @@
 """``callsense demo``: starts broker, worker and dashboard, streams the sample calls; within 60 s
-every sample call has emotion windows for both speakers; SIGTERM stops everything (no orphans)."""
+every sample call has emotion windows for its customer (agent emotion is opt-in); SIGTERM stops
+everything (no orphans)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def test_demo_streams_sample_calls_and_stops_cleanly(broker: str, tmp_path: Path
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
     try:
-        both = re.compile(r"^\s*([\d.]+) s\s+(\S+): windows for ch0, ch1")
+        both = re.compile(r"^\s*([\d.]+) s\s+(\S+): windows for ch[01] \(customer\)$")
         while time.monotonic() - t0 < 60:
             hits = [m for m in map(both.match, list(lines)) if m]
             if len({m.group(2).split("-r")[0] for m in hits}) >= n_calls:

@@ -21,6 +21,12 @@ from callsense.processors.stages import (
 )
 
 SR = 16000
+ALL_ROLES = ("customer", "agent", "unknown")
+
+
+def stage_cfg(**kw: Any) -> StageConfig:
+    """Stage mechanics under test: every role's windows emitted."""
+    return StageConfig(emotion_roles=ALL_ROLES, **kw)
 
 
 def _clips(shared: Path, actor: str, emotion: str, n: int) -> list[np.ndarray]:
@@ -84,7 +90,7 @@ def test_speakers_for_roles() -> None:
 
 
 def test_silence_and_low_noise_give_no_windows() -> None:
-    cfg = StageConfig()
+    cfg = stage_cfg()
     pipe = SpeakerPipeline(cfg, SR)
     assert run(pipe, np.zeros(10 * SR, np.float32), SR) == []
     assert pipe.talk_time_s == 0.0
@@ -94,7 +100,7 @@ def test_silence_and_low_noise_give_no_windows() -> None:
 
 
 def test_windows_cover_speech_only_with_call_times(speech: np.ndarray) -> None:
-    cfg = StageConfig()
+    cfg = stage_cfg()
     pipe = SpeakerPipeline(cfg, SR, speaker="ch1", role="customer")
     lead = 5 * SR  # 5 s of silence before the speech: no window may start there
     x = np.concatenate([np.zeros(lead, np.float32), speech])
@@ -120,7 +126,7 @@ def test_windows_cover_speech_only_with_call_times(speech: np.ndarray) -> None:
 
 def test_window_samples_are_the_input_speech(speech: np.ndarray) -> None:
     """At 16 kHz without denoising, a window is a concatenation of the input frames."""
-    pipe = SpeakerPipeline(StageConfig(), SR)
+    pipe = SpeakerPipeline(stage_cfg(), SR)
     wins = run(pipe, speech, SR)
     w = wins[0]
     pcm = np.clip(np.rint(speech * 32768), -32768, 32767).astype(np.int16)
@@ -130,7 +136,7 @@ def test_window_samples_are_the_input_speech(speech: np.ndarray) -> None:
 
 
 def test_short_speaker_gets_one_short_window_or_none(speech: np.ndarray) -> None:
-    cfg = StageConfig()
+    cfg = stage_cfg()
     clip = speech[2 * SR : 2 * SR + int(1.6 * SR)]  # 1.6 s inside the first utterance
     wins = run(SpeakerPipeline(cfg, SR), clip, SR)
     assert len(wins) == 1 and cfg.min_window_s * SR <= len(wins[0].samples) < cfg.window_samples
@@ -139,10 +145,10 @@ def test_short_speaker_gets_one_short_window_or_none(speech: np.ndarray) -> None
 
 
 def test_custom_window_and_hop(speech: np.ndarray) -> None:
-    cfg = StageConfig(window_s=2.0, hop_s=0.5)
+    cfg = stage_cfg(window_s=2.0, hop_s=0.5)
     wins = run(SpeakerPipeline(cfg, SR), speech, SR)
     assert all(len(w.samples) == 32000 for w in wins[:-1])
-    assert len(wins) > len(run(SpeakerPipeline(StageConfig(), SR), speech, SR))
+    assert len(wins) > len(run(SpeakerPipeline(stage_cfg(), SR), speech, SR))
 
 
 # ------------------------------------------------------------------------ determinism / state
@@ -153,7 +159,7 @@ def test_deterministic_and_chunking_independent(speech: np.ndarray, rate: int) -
     from callsense.models.audio import resample
 
     x = resample(speech, SR, rate) if rate != SR else speech
-    cfg = StageConfig()
+    cfg = stage_cfg()
     a = run(SpeakerPipeline(cfg, rate), x, rate, 250)
     b = run(SpeakerPipeline(cfg, rate), x, rate, 250)
     c = run(SpeakerPipeline(cfg, rate), x, rate, 37)
@@ -170,7 +176,7 @@ def test_state_round_trip_mid_stream(speech: np.ndarray, rate: int, nr: bool) ->
     x = resample(speech, SR, rate) if rate != SR else speech
     if nr:  # noise reduction is the slow stage: half the speech is enough
         x = x[: len(x) // 2]
-    cfg = StageConfig(noise_reduction=nr)
+    cfg = stage_cfg(noise_reduction=nr)
     ref = run(SpeakerPipeline(cfg, rate, "ch0", "agent"), x, rate)
     chunks = list(chunk_audio(x[None, :], rate, 250))
     # before the first window, then every few chunks (inside and between utterances)
@@ -188,18 +194,18 @@ def test_state_round_trip_mid_stream(speech: np.ndarray, rate: int, nr: bool) ->
 
 
 def test_state_rejects_changed_settings(speech: np.ndarray) -> None:
-    pipe = SpeakerPipeline(StageConfig(), SR)
+    pipe = SpeakerPipeline(stage_cfg(), SR)
     pipe.push(speech[:SR], 0)
     with pytest.raises(StageError, match="different stage settings"):
-        SpeakerPipeline.from_state(StageConfig(window_s=2.0), pipe.to_state())
+        SpeakerPipeline.from_state(stage_cfg(window_s=2.0), pipe.to_state())
 
 
 def test_resampled_stream_keeps_call_times(speech: np.ndarray) -> None:
     """The same speech at 8 kHz and 48 kHz: windows at (nearly) the same call times."""
     from callsense.models.audio import resample
 
-    a = run(SpeakerPipeline(StageConfig(), 48000), resample(speech, SR, 48000), 48000)
-    b = run(SpeakerPipeline(StageConfig(), SR), speech, SR)
+    a = run(SpeakerPipeline(stage_cfg(), 48000), resample(speech, SR, 48000), 48000)
+    b = run(SpeakerPipeline(stage_cfg(), SR), speech, SR)
     assert abs(len(a) - len(b)) <= 1
     for wa, wb in zip(a, b, strict=False):
         assert abs(wa.start_ms - wb.start_ms) <= 90  # ≤ 3 VAD frames
@@ -225,7 +231,7 @@ def test_block_resampler_matches_one_shot_soxr() -> None:
 
 
 def test_bad_chunks_raise_clear_errors(speech: np.ndarray) -> None:
-    pipe = SpeakerPipeline(StageConfig(), SR)
+    pipe = SpeakerPipeline(stage_cfg(), SR)
     pipe.push(speech[:4000], 0)
     bad = speech[4000:8000].copy()
     bad[10] = np.nan
@@ -238,19 +244,19 @@ def test_bad_chunks_raise_clear_errors(speech: np.ndarray) -> None:
     with pytest.raises(StageError, match="numeric"):
         pipe.push(np.array(["a", "b"]), 4000)
     # the rejected chunks changed nothing: the stream continues as if they never came
-    ref = SpeakerPipeline(StageConfig(), SR)
+    ref = SpeakerPipeline(stage_cfg(), SR)
     ref.push(speech[:4000], 0)
     assert same(pipe.push(speech[4000:], 4000), ref.push(speech[4000:], 4000))
     assert same(pipe.flush(), ref.flush())
     with pytest.raises(StageError, match="after the end"):
         pipe.push(speech[:100], len(speech))
     with pytest.raises(StageError, match="sample rate"):
-        SpeakerPipeline(StageConfig(), 0)
+        SpeakerPipeline(stage_cfg(), 0)
 
 
 def test_gap_is_filled_with_silence(speech: np.ndarray) -> None:
     """A lost chunk: later audio keeps its call time (silence fills the gap)."""
-    cfg = StageConfig()
+    cfg = stage_cfg()
     full = run(SpeakerPipeline(cfg, SR), speech, SR)
     pipe = SpeakerPipeline(cfg, SR)
     got: list[Window] = []
@@ -273,8 +279,8 @@ def test_pcm16_convention_round_trips_exactly(speech: np.ndarray) -> None:
     ints = np.arange(-32768, 32768, dtype=np.int16)
     assert np.array_equal(to_pcm16(from_pcm16(ints)), ints)
     wire = from_pcm16(to_pcm16(speech))
-    a = run(SpeakerPipeline(StageConfig(), SR), speech, SR)
-    b = run(SpeakerPipeline(StageConfig(), SR), wire, SR)
+    a = run(SpeakerPipeline(stage_cfg(), SR), speech, SR)
+    b = run(SpeakerPipeline(stage_cfg(), SR), wire, SR)
     assert same(a, b)
 
 
@@ -298,7 +304,7 @@ def test_classify_angry_speech_with_verdicts_and_smoothing(model: Any, speech: n
 
     from callsense.storage.models import EmotionWindow
 
-    wins = run(SpeakerPipeline(StageConfig(), SR, "ch1", "customer"), speech, SR)
+    wins = run(SpeakerPipeline(stage_cfg(), SR, "ch1", "customer"), speech, SR)
     smoothers: dict = {}
     res = classify(model, wins[:4], smoothers, threshold=0.45) + classify(
         model, wins[4:], smoothers, threshold=0.45
@@ -322,11 +328,46 @@ def test_classify_angry_speech_with_verdicts_and_smoothing(model: Any, speech: n
 
 def test_classify_windows_at_another_internal_rate(model: Any, speech: np.ndarray) -> None:
     """StageConfig(sample_rate=8000): windows say their rate and the model is told it."""
-    cfg = StageConfig(sample_rate=8000)
+    cfg = stage_cfg(sample_rate=8000)
     wins = run(SpeakerPipeline(cfg, SR), speech, SR)
     assert wins and all(w.sample_rate == 8000 and len(w.samples) <= 24000 for w in wins)
     res = classify(model, wins, {}, threshold=0.45)
     assert sum(r.raw_label == "angry" for r in res) > len(res) / 2
-    mixed = [wins[0], run(SpeakerPipeline(StageConfig(), SR), speech, SR)[0]]
+    mixed = [wins[0], run(SpeakerPipeline(stage_cfg(), SR), speech, SR)[0]]
     with pytest.raises(StageError, match="share a sample rate"):
         classify(model, mixed, {}, threshold=0.45)
+
+
+def test_roles_outside_emotion_roles_get_talk_time_but_no_windows(speech: np.ndarray) -> None:
+    """Customer only by default (EU AI Act Art. 5(1)(f)): the agent is cut into the same
+    windows internally (talk time, timing) but none is returned for inference."""
+    default = StageConfig()
+    assert default.emotion_roles == ("customer",) and default.roles_notice() is None
+    agent = SpeakerPipeline(default, SR, "ch0", "agent")
+    unknown = SpeakerPipeline(default, SR, "spk0", "unknown")
+    customer = SpeakerPipeline(default, SR, "ch1", "customer")
+    assert run(agent, speech, SR) == [] and run(unknown, speech, SR) == []
+    wins = run(customer, speech, SR)
+    assert wins and {w.role for w in wins} == {"customer"}
+    assert agent.talk_time_s == customer.talk_time_s > 5.0
+    assert agent.windows_emitted == customer.windows_emitted == len(wins)
+    opted = StageConfig(emotion_roles=("customer", "agent"))
+    assert "Art. 5(1)(f)" in (opted.roles_notice() or "")
+    assert [w.start_ms for w in run(SpeakerPipeline(opted, SR, "ch0", "agent"), speech, SR)] == [
+        w.start_ms for w in wins
+    ]
+
+
+def test_emotion_roles_setting_parses_and_refuses_unknown_roles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    from callsense.settings import Settings
+
+    assert Settings().emotion_roles == ("customer",)
+    monkeypatch.setenv("CALLSENSE_EMOTION_ROLES", "customer, Agent")
+    assert StageConfig.from_settings(Settings()).emotion_roles == ("customer", "agent")
+    monkeypatch.setenv("CALLSENSE_EMOTION_ROLES", "customer,boss")
+    with pytest.raises(ValidationError, match="boss"):
+        Settings()

@@ -31,11 +31,17 @@ def test_sample_calls_metadata_and_size() -> None:
 def test_every_sample_call_gives_windows_for_both_speakers() -> None:
     for c in sample_calls():
         audio, sr = load_call_audio(c["path"])
-        wins, info = extract_windows(audio, sr, StageConfig(), c["agent_channel"])
+        cfg = StageConfig(emotion_roles=("customer", "agent"))
+        wins, info = extract_windows(audio, sr, cfg, c["agent_channel"])
         roles = {s["speaker"]: s["role"] for s in info}
         assert roles[f"ch{c['agent_channel']}"] == "agent"
         by_role = {r: [w for w in wins if w.role == r] for r in ("agent", "customer")}
         assert len(by_role["customer"]) >= 10 and len(by_role["agent"]) >= 4, c["call_id"]
+        # by default only the customer's windows go to the model; the agent keeps talk time
+        default, default_info = extract_windows(audio, sr, StageConfig(), c["agent_channel"])
+        assert {w.role for w in default} == {"customer"}
+        assert [w.start_ms for w in default] == [w.start_ms for w in by_role["customer"]]
+        assert default_info == info
         # customer windows lie within the customer's turns (+/- VAD hangover)
         turns = [t for t in c["timeline"] if t["role"] == "customer"]
         for w in by_role["customer"]:
