@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
+from pathlib import Path
 
 import click
 
 # name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, tuple[str, str]] = {
-    "broker": ("callsense.broker:broker_cmd", "Run the embedded Kafka-protocol broker."),
+    "broker": ("callsense.broker_cli:broker_cmd", "Run the embedded Kafka-protocol broker."),
     "worker": ("callsense.processors.app:worker_cmd", "Run the Faust stream worker."),
     "demo": ("callsense.demo:demo_cmd", "Broker + worker + dashboard + looping sample calls."),
     "ingest": ("callsense.ingest.cli:ingest_cmd", "Stream audio files to Kafka as calls."),
@@ -21,13 +23,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("callsense.models.cli:train_cmd", "Train / cross-validate the emotion model."),
     "evaluate": ("callsense.models.cli:evaluate_cmd", "Evaluate a model on a manifest."),
     "manifest": ("callsense.models.cli:manifest_cmd", "Build a manifest from a corpus folder."),
-    "bench": ("callsense.bench:bench_group", "Benchmarks (results written as JSON)."),
+    "bench": ("benchmarks.core:bench_group", "Benchmarks (source checkout; JSON results)."),
     "calls": ("callsense.storage.cli:calls_group", "Query stored calls."),
     "db": ("callsense.storage.cli:db_group", "Database migrations."),
     "dashboard": ("callsense.dashboard.cli:dashboard_cmd", "Run the supervisor dashboard."),
     "webhook": ("callsense.processors.webhooks:webhook_group", "Alert webhook tools."),
     "diarize": ("callsense.processors.diarization:diarize_cmd", "Diarize a mono file."),
 }
+
+
+def _checkout_on_path() -> None:
+    """Benchmarks are not in the wheel: from a source checkout (the repository beside this
+    package), put the checkout's root on the import path so ``benchmarks`` imports."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "benchmarks" / "__init__.py").is_file() and str(root) not in sys.path:
+        sys.path.append(str(root))
 
 
 class LazyGroup(click.Group):
@@ -38,6 +48,8 @@ class LazyGroup(click.Group):
         if cmd_name in COMMANDS:
             target = COMMANDS[cmd_name][0]
             module_name, attr = target.split(":")
+            if module_name.startswith("benchmarks."):
+                _checkout_on_path()
             try:
                 module = importlib.import_module(module_name)
             except ModuleNotFoundError as exc:

@@ -166,7 +166,8 @@ def demo_cmd(
     no_dashboard: bool,
 ) -> None:
     """Start broker, worker and dashboard, loop the sample calls, print the URL; Ctrl-C stops."""
-    from callsense.broker import BrokerError, free_port, open_broker
+    from callsense.broker import BrokerError, free_port
+    from callsense.broker_cli import open_broker
     from callsense.ingest.producer import parse_speed
     from callsense.processors.events import ensure_topics
     from callsense.settings import get_settings

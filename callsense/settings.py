@@ -10,6 +10,7 @@ environment, never from files in the repository.
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -23,9 +24,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def _default_model_dir() -> Path:
-    from callsense import models
-
-    return Path(models.__file__).resolve().parent / "artifacts" / "default"
+    """The shipped model's directory, located without importing the models package (settings
+    sit below every other module)."""
+    spec = find_spec("callsense.models")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(list(spec.submodule_search_locations)[0]).resolve() / "artifacts" / "default"
 
 
 class Settings(BaseSettings):

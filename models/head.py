@@ -89,15 +89,3 @@ class StatsLinearHead(nn.Module):
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.out((masked_stats(states, mask) - self.mu) / self.sigma)
-
-
-def build_head(hparams: dict) -> nn.Module:
-    hp = dict(hparams)
-    if hp.get("kind") == "stats_linear_refnorm":
-        from callsense.models.speaker_norm import RefNormLinearHead
-
-        return RefNormLinearHead(**hp)
-    if hp.get("kind", "attentive") == "stats_linear":
-        return StatsLinearHead(**hp)
-    hp.pop("kind", None)
-    return EmotionHead(**hp)

@@ -30,7 +30,7 @@ from callsense.models.audio import (
 )
 from callsense.models.confidence import softmax
 from callsense.models.encoder import Backbone, build_backbone
-from callsense.models.head import build_head
+from callsense.models.speaker_norm import build_head
 
 FORMAT_VERSION = 1
 

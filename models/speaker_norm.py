@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from callsense.models.head import EmotionHead, StatsLinearHead, masked_stats
 from torch import nn
 
 
@@ -159,8 +160,6 @@ class RefNormLinearHead(nn.Module):
         return torch.softmax(self.stage1(z), dim=-1)[:, self.ref_classes].sum(-1)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from callsense.models.head import masked_stats
-
         return self.out(self.standardise(masked_stats(states, mask)))
 
     def logits_from_pooled(
@@ -283,3 +282,14 @@ def refnorm_logits(
         norm = ReferenceNormalizer(head.feature_dim) if history else None
         out[rows] = head.logits_from_pooled(pooled[rows], [norm] * len(rows))
     return out
+
+
+def build_head(hparams: dict) -> nn.Module:
+    """The head a model's config describes (every kind: attentive, linear, refnorm)."""
+    hp = dict(hparams)
+    if hp.get("kind") == "stats_linear_refnorm":
+        return RefNormLinearHead(**hp)
+    if hp.get("kind", "attentive") == "stats_linear":
+        return StatsLinearHead(**hp)
+    hp.pop("kind", None)
+    return EmotionHead(**hp)

@@ -49,7 +49,7 @@ class Analysis:
         return [r.to_row(self.call_id) for r in self.results]
 
     def summary(self) -> dict[str, Any]:
-        from callsense.processors.summary import summarize_call
+        from callsense.storage.summary import summarize_call
 
         talk = {s["speaker"]: s["talk_time_s"] for s in self.speakers}
         return summarize_call(self.duration_s, self.rows(), talk)

@@ -123,7 +123,7 @@ def ensure_call(session: Session, call_id: str) -> None:
 
 def end_call(session: Session, ev: dict[str, Any]) -> dict[str, Any]:
     """Mark the call ended and upsert its summary from the stored windows; returns the summary."""
-    from callsense.processors.summary import summarize_call
+    from callsense.storage.summary import summarize_call
 
     call_id = ev["call_id"]
     ensure_call(session, call_id)

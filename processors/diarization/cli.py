@@ -63,8 +63,8 @@ def diarize_cmd(
 
     import torch
 
-    from .evaluate import SCORING, der, read_rttm, write_rttm
     from .models import ModelFilesMissing, load_models
+    from .rttm import SCORING, der, read_rttm, write_rttm
     from .streaming import DiarizerConfig, diarize_array
 
     torch.set_num_threads(1)

@@ -21,7 +21,8 @@ import pytest
 import yaml
 from callsense.processors.events import ALL_TOPICS, AUDIO_TOPIC
 
-from callsense.broker import BrokerError, free_port, open_broker
+from callsense.broker import BrokerError, free_port
+from callsense.broker_cli import open_broker
 from callsense.kafka_broker import (
     COMMON_PROPERTIES,
     KAFKA_VERSION,

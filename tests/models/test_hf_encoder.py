@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from callsense.models.encoder import build_backbone, parse_encoder
-from callsense.models.head import build_head
 from callsense.models.inference import EmotionModel, save_artifact
+from callsense.models.speaker_norm import build_head
 
 
 def test_hf_local_path_backbone_and_model(tmp_path: Path, monkeypatch) -> None:

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 from callsense.processors.diarization import DiarizerConfig, StreamingDiarizer, diarize_array
 from callsense.processors.diarization.clustering import OnlineClustering
-from callsense.processors.diarization.evaluate import der, read_rttm, write_rttm
+from callsense.processors.diarization.rttm import der, read_rttm, write_rttm
 
 SR = 16000
 

@@ -1,4 +1,5 @@
-"""``callsense bench``: benchmarks that write JSON results.
+"""``callsense bench`` (from a source checkout; ``python -m benchmarks``): benchmarks that
+write JSON results.
 
 Add a benchmark with one function::
 
@@ -109,7 +110,6 @@ def bench_model(repeats: int) -> dict[str, Any]:
     """Emotion model: ms per 3 s window, batch 1/16, 1/2 threads, fp32/int8, peak RSS."""
     import numpy as np
     import torch
-
     from callsense.models.inference import EmotionModel
 
     rng = np.random.default_rng(0)
@@ -148,9 +148,7 @@ def bench_model(repeats: int) -> dict[str, Any]:
     }
 
 
-# benchmarks defined next to their code register themselves on import
-from callsense.processors import stages_bench as _stages_bench  # noqa: E402,F401
-from callsense.processors import stream_bench as _stream_bench  # noqa: E402,F401
-
-# streaming diarization benchmark (registers itself on import)
-from callsense.processors.diarization import bench as _diarize_bench  # noqa: E402,F401
+# the other benchmarks register themselves on import
+from benchmarks import diarization as _diarize_bench  # noqa: E402,F401
+from benchmarks import stages as _stages_bench  # noqa: E402,F401
+from benchmarks import stream as _stream_bench  # noqa: E402,F401

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from callsense.processors.summary import summarize_call
+
+from callsense.storage.summary import summarize_call
 
 
 def row(spk: str, role: str, start: int, end: int, label: str, angry: float) -> dict:

@@ -57,9 +57,8 @@ def _rss_mb() -> float:
 def run(repeats: int = 5, data_dir: Path | None = None) -> dict[str, Any]:
     import soundfile as sf
     import torch
-
-    from .models import load_models
-    from .streaming import DiarizerConfig, StreamingDiarizer
+    from callsense.processors.diarization.models import load_models
+    from callsense.processors.diarization.streaming import DiarizerConfig, StreamingDiarizer
 
     torch.set_num_threads(1)
     root = data_dir or shared_data_dir()
@@ -131,7 +130,7 @@ def run(repeats: int = 5, data_dir: Path | None = None) -> dict[str, Any]:
 
 
 def _register() -> None:
-    from callsense.bench import benchmark
+    from benchmarks.core import benchmark
 
     @benchmark("diarize")
     def bench_diarize(repeats: int) -> dict[str, Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from callsense.processors.denoise_eval import add_noise_at_speech_snr, paired, scores
+
+from benchmarks.denoise_eval import add_noise_at_speech_snr, paired, scores
 
 
 @pytest.mark.parametrize("seed", [0, 1], ids=["white", "pink"])

@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from callsense.bench import benchmark, peak_rss_mb
+from benchmarks.core import benchmark, peak_rss_mb
 
 
 def _interleaved_messages(calls: list[dict[str, Any]], chunk_ms: int, tag: str) -> tuple:

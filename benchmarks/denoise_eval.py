@@ -1,7 +1,7 @@
 """Does noise reduction help the emotion model? Measured on RAVDESS, clean and noisy.
 
-    python -m callsense.processors.denoise_eval [--data ../shared/data] [--snr 10]
-        [--folds 0,1,2,3,4,5] [--model-dir DIR] [--out processors/results]
+    python -m benchmarks.denoise_eval [--data ../shared/data] [--snr 10]
+        [--folds 0,1,2,3,4,5] [--model-dir DIR] [--out benchmarks/results]
 
 A fixed set of RAVDESS utterances (every clip of the chosen cross-validation folds' test actors
 whose emotion maps onto the model's classes) goes through the real stage code

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from callsense.processors.stages import SpeakerPipeline, StageConfig, chunk_audio
 
-from callsense.bench import benchmark, peak_rss_mb
+from benchmarks.core import benchmark, peak_rss_mb
 
 
 def _one_run(x: np.ndarray, rate: int, cfg: StageConfig) -> tuple[float, list[float], int]:
