@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # dash_support (importlib mode)
-from dash_support import API_TOKEN, PASSWORD, seed  # noqa: E402
+from support.dash import API_TOKEN, PASSWORD, seed  # noqa: E402
 
 
 @dataclass

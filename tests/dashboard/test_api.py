@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # dash_support (importlib mode)
-from dash_support import API_TOKEN, PASSWORD, HookReceiver  # noqa: E402
+from support.dash import API_TOKEN, PASSWORD, HookReceiver  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 LEAKS = ("traceback", "sqlalchemy", "psycopg", "sqlite", "select ", "syntax", 'file "')

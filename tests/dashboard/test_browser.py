@@ -15,17 +15,15 @@ import base64
 import os
 import shutil
 import statistics
-import sys
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # dash_support (importlib mode)
-from dash_support import HookReceiver, acknowledge_on_card, click, window_row  # noqa: E402
-from dash_support import chrome_driver as _driver  # noqa: E402
-from dash_support import wait as _wait  # noqa: E402
+from support.dash import HookReceiver, acknowledge_on_card, click, window_row  # noqa: E402
+from support.dash import chrome_driver as _driver  # noqa: E402
+from support.dash import wait as _wait  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CALL = "call-live-001"

@@ -22,10 +22,8 @@ from typing import Any
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # dash_support (importlib mode)
-sys.path.insert(0, str(HERE.parent / "processors"))  # streaming_support
-from dash_support import acknowledge_on_card, chrome_driver, click, wait  # noqa: E402
-from streaming_support import REPO_ROOT, Worker, base_env, db_scalar  # noqa: E402
+from support.dash import acknowledge_on_card, chrome_driver, click, wait  # noqa: E402
+from support.streaming import REPO_ROOT, Worker, base_env, db_scalar  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SAMPLE = "sample-escalation"

@@ -5,13 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
-from pathlib import Path
 
 from click.testing import CliRunner
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # dash_support (importlib mode)
-from dash_support import seed  # noqa: E402
+from support.dash import seed  # noqa: E402
 
 
 def run(url: str, *args: str):

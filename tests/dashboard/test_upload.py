@@ -5,13 +5,10 @@ per-speaker timeline."""
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # dash_support (importlib mode)
-from dash_support import chrome_driver, wait  # noqa: E402
+from support.dash import chrome_driver, wait  # noqa: E402
 
 
 def _upload(driver, path: Path) -> str:

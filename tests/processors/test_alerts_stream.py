@@ -8,12 +8,9 @@ the alert path alone and stays fast.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # support modules (importlib mode)
 from callsense.processors.alerts import ALERTS_TOPIC  # noqa: E402
 from callsense.processors.events import (  # noqa: E402
     DEADLETTER_TOPIC,
@@ -24,8 +21,8 @@ from callsense.processors.events import (  # noqa: E402
     dumps,
     window_event,
 )
-from streaming_support import Worker, base_env, db_scalar, produce, read_topic, wait_for  # noqa: E402
-from test_webhooks import SECRET, Receiver  # noqa: E402
+from support.streaming import Worker, base_env, db_scalar, produce, read_topic, wait_for  # noqa: E402
+from support.webhooks import SECRET, Receiver  # noqa: E402
 
 from callsense.kafka_broker import KafkaCluster  # noqa: E402
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # streaming_support (importlib mode)
-from streaming_support import ravdess_clips  # noqa: E402
+from support.streaming import ravdess_clips  # noqa: E402
 
 SR = 16000
 

@@ -9,23 +9,21 @@ windows ``analyze_file`` computes offline: none lost, none written twice.
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # streaming_support (importlib mode)
 from callsense.processors.events import AUDIO_TOPIC  # noqa: E402
-from streaming_support import (  # noqa: E402
+from support.streaming import (  # noqa: E402  # noqa: E402
     Worker,
+    assert_same_windows,
     base_env,
     build_call,
     db_scalar,
     db_windows,
+    ingest_call,
+    partition_of,  # noqa: E402
     wait_for,
 )
-from test_pipeline_stream import _assert_same_windows, _ingest  # noqa: E402
-from test_scaling import partition_of  # noqa: E402
 
 from callsense.kafka_broker import KafkaCluster  # noqa: E402
 from callsense.settings import Settings  # noqa: E402
@@ -81,7 +79,7 @@ def test_call_survives_sigkill_of_its_partition_leader(
     ingest = None
     try:
         wait_for(lambda: "Worker ready" in worker.log(), 180, "worker ready", worker)
-        ingest = _ingest(env, call, call_id, speed="1")
+        ingest = ingest_call(env, call, call_id, speed="1")
         wait_for(lambda: db_scalar(database_url, count) >= 3, 120, "first windows", worker)
         leader = leader_of(kafka3.bootstrap, AUDIO_TOPIC, partition)
         assert leader in kafka3.node_ids
@@ -110,6 +108,6 @@ def test_call_survives_sigkill_of_its_partition_leader(
     print(f"killed node {leader} (leader of partition {partition}) with {at_kill} windows "
           f"stored; new leader {new_leader}")  # fmt: skip
     assert 0 < at_kill < len(offline), "the kill must interrupt the call"
-    _assert_same_windows(stored, offline, [tmp_path / "worker.log"])
+    assert_same_windows(stored, offline, [tmp_path / "worker.log"])
     status = db_scalar(database_url, f"SELECT status FROM calls WHERE call_id = '{call_id}'")
     assert status == "ended"

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # streaming_support (importlib mode)
 from callsense.processors.callstate import CallProcessor, Incoming  # noqa: E402
 from callsense.processors.events import (  # noqa: E402
     AudioChunk,
@@ -24,7 +21,7 @@ from callsense.processors.events import (  # noqa: E402
 )
 from callsense.processors.inference import BatchClassifier  # noqa: E402
 from callsense.processors.stages import to_pcm16  # noqa: E402
-from streaming_support import build_call  # noqa: E402
+from support.streaming import build_call  # noqa: E402
 
 from callsense.settings import Settings  # noqa: E402
 

@@ -6,42 +6,20 @@ every batch, gives exactly the windows of offline analysis (``diarized_windows``
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # streaming_support (importlib mode)
 from callsense.processors import callstate  # noqa: E402
 from callsense.processors.callstate import CallProcessor, Incoming  # noqa: E402
 from callsense.processors.events import AudioChunk, CallEnd, CallStart  # noqa: E402
 from callsense.processors.inference import BatchClassifier  # noqa: E402
-from streaming_support import ravdess_clips  # noqa: E402
+from support.streaming import at_rate, mono_two_speaker_call  # noqa: E402
 
 from callsense.settings import Settings  # noqa: E402
 
 SR = 16000
 
-
-def mono_two_speaker_call(shared: Path, turns: int = 4) -> np.ndarray:
-    """Agent (neutral/calm, actor 5) and angry customer (actor 2) take turns, agent first,
-    half a second apart; 16 kHz mono float32."""
-    agent = ravdess_clips(shared, "ravdess_05", ("neutral", "calm"), 2 * turns)
-    cust = ravdess_clips(shared, "ravdess_02", ("angry",), 2 * turns)
-    gap = np.zeros(SR // 2, np.float32)
-    parts: list[np.ndarray] = []
-    for i in range(0, 2 * turns, 2):
-        parts += [agent[i], agent[i + 1], gap, cust[i], cust[i + 1], gap]
-    return np.concatenate(parts)
-
-
-def at_rate(audio: np.ndarray, sr: int) -> np.ndarray:
-    if sr == SR:
-        return audio
-    import soxr
-
-    return soxr.resample(audio, SR, sr, quality="HQ").astype(np.float32)
 
 
 def messages(audio: np.ndarray, sr: int, call_id: str, chunk_ms: int = 250) -> list[Incoming]:

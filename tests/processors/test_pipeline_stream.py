@@ -17,15 +17,10 @@ broker), a real worker subprocess, the shipped model and real databases (SQLite 
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # streaming_support (importlib mode)
 from callsense.processors.events import (  # noqa: E402
     AUDIO_TOPIC,
     DEADLETTER_TOPIC,
@@ -35,13 +30,16 @@ from callsense.processors.events import (  # noqa: E402
     CallStart,
     ensure_topics,
 )
-from streaming_support import (  # noqa: E402
-    REPO_ROOT,
+from support.streaming import (  # noqa: E402
     Worker,
+    assert_same_windows,
+    at_rate,
     base_env,
     build_call,
     db_scalar,
     db_windows,
+    ingest_call,
+    mono_two_speaker_call,
     produce,
     read_topic,
     wait_for,
@@ -98,39 +96,6 @@ RESTART_MATRIX = pytest.mark.parametrize(
 )
 
 
-def _key(rows: list[dict[str, Any]]) -> list[tuple]:
-    return [
-        (r["speaker"], r["start_ms"], r["end_ms"], r["label"], r["smoothed_label"]) for r in rows
-    ]
-
-
-def _assert_same_windows(
-    stored: list[dict[str, Any]], offline: list[dict[str, Any]], logs: list[Path] | None = None
-) -> None:
-    assert _key(stored) == _key(offline), _delivery_story(logs or [])
-    for s, o in zip(stored, offline, strict=True):
-        for label, p in o["probabilities"].items():
-            assert s["probabilities"][label] == pytest.approx(p, abs=1e-4)
-
-
-def _delivery_story(logs: list[Path]) -> str:
-    """The workers' log lines on what was delivered and processed, for a failure message."""
-    pattern = re.compile(r"audio batch|partition|never arrived|recovery|Worker ready|Rebalanc")
-    lines = []
-    for log in logs:
-        text = log.read_text(errors="replace") if log.exists() else "(no log)"
-        lines += [f"--- {log.name}"] + [ln[:240] for ln in text.splitlines() if pattern.search(ln)]
-    return "\n".join(lines[-120:])
-
-
-def _ingest(env: dict[str, str], path: Path, call_id: str, speed: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "callsense.cli", "ingest", str(path), "--call-id", call_id,
-         "--speed", speed, "--agent-channel", "0", "--agent-id", "agent-7",
-         "--customer-id", "cust-42", "--queue", "billing", "--quiet"],
-        env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
 
 def _kill_mid_call_and_restart(
     broker: EmbeddedBroker | KafkaCluster,
@@ -157,7 +122,7 @@ def _kill_mid_call_and_restart(
 
     first = Worker(env, tmp_path / "worker1.log").start()
     wait_for(lambda: "Worker ready" in first.log(), 120, "first worker ready", first)
-    ingest = _ingest(env, call, call_id, speed="2")
+    ingest = ingest_call(env, call, call_id, speed="2")
     try:
         wait_for(lambda: db_scalar(url, count) >= 3, 120, "first windows", first)
         first.kill()  # mid-call: no shutdown code runs
@@ -191,7 +156,7 @@ def test_stream_sigkill_restart_matches_offline(
 
     assert 0 < at_kill < len(offline), "the kill must interrupt the call"
     # no window lost, none written twice, and exactly the offline windows and labels
-    _assert_same_windows(stored, offline, sorted(tmp_path.glob("worker*.log")))
+    assert_same_windows(stored, offline, sorted(tmp_path.glob("worker*.log")))
     # customer emotion only (the default); the agent is a speaker with talk time, no windows
     speakers = {r["speaker"]: r["role"] for r in stored}
     assert speakers == {"ch1": "customer"}
@@ -215,7 +180,6 @@ def test_stream_sigkill_restart_matches_offline(
 @pytest.fixture(scope="module")
 def mono_call(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     import soundfile as sf
-    from test_pipeline_callstate_diarized import at_rate, mono_two_speaker_call
 
     out = tmp_path_factory.mktemp("mono") / "mono_two_speakers_8k.wav"
     sf.write(str(out), at_rate(mono_two_speaker_call(shared_data), 8000), 8000, subtype="PCM_16")
@@ -243,7 +207,7 @@ def test_stream_diarized_mono_sigkill_restart_matches_offline(
     )  # fmt: skip
 
     assert 0 < at_kill < len(mono_offline), "the kill must interrupt the call"
-    _assert_same_windows(stored, mono_offline, sorted(tmp_path.glob("worker*.log")))
+    assert_same_windows(stored, mono_offline, sorted(tmp_path.glob("worker*.log")))
     speakers = {r["speaker"]: r["role"] for r in stored}
     assert speakers == {"spk1": "customer"}
     assert _speaker_roles(database_url, call_id) == "spk0:agent,spk1:customer"
@@ -277,7 +241,7 @@ def test_bad_input_goes_to_deadletter_other_call_unaffected(
     worker = Worker(env, tmp_path / "worker.log").start()
     try:
         wait_for(lambda: "Worker ready" in worker.log(), 120, "worker ready", worker)
-        good = _ingest(env, stereo_call, "good-call", speed="4")  # in flight meanwhile
+        good = ingest_call(env, stereo_call, "good-call", speed="4")  # in flight meanwhile
 
         rng = np.random.default_rng(0)
         tone = (0.1 * rng.standard_normal((2, 4000))).astype(np.float32)
@@ -307,7 +271,7 @@ def test_bad_input_goes_to_deadletter_other_call_unaffected(
     finally:
         worker.stop()
 
-    _assert_same_windows(stored, offline)
+    assert_same_windows(stored, offline)
     dead = read_topic(kafka.bootstrap, DEADLETTER_TOPIC)
     reasons = {d["call_id"]: [] for d in dead}
     for d in dead:

@@ -23,16 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # streaming_support (importlib mode)
 from callsense.processors.events import AUDIO_TOPIC, WINDOWS_TOPIC  # noqa: E402
-from streaming_support import (  # noqa: E402
+from support.streaming import (  # noqa: E402
     REPO_ROOT,
     Worker,
     base_env,
     build_call,
     db_scalar,
     db_windows,
+    partition_of,
     read_topic,
     wait_for,
 )
@@ -49,12 +48,6 @@ AUDIO = {
     "b": (("ravdess_06", "happy", "normal"), ("ravdess_05", "sad", "normal")),
 }
 
-
-def partition_of(call_id: str, partitions: int = PARTITIONS) -> int:
-    """The partition the ingest producer (aiokafka's default partitioner) sends a call to."""
-    from aiokafka.partitioner import murmur2
-
-    return (murmur2(call_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 def call_ids_one_per_partition(prefix: str) -> list[str]:

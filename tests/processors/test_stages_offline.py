@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,7 @@ import soundfile as sf
 from callsense.processors.offline import analyze_cmd, extract_windows, load_call_audio
 from callsense.processors.stages import StageConfig
 from click.testing import CliRunner
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # streaming_support (importlib mode)
-from streaming_support import ravdess_clips  # noqa: E402
+from support.streaming import ravdess_clips  # noqa: E402
 
 SR = 16000
 

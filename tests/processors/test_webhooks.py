@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from callsense.processors.alerts import AlertEngine
@@ -21,61 +18,7 @@ from callsense.processors.webhooks import (
     sign,
     verify,
 )
-
-SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
-
-
-class Receiver:
-    """A real HTTP server that verifies signatures; fails its first ``fail_first`` requests
-    (one 503, then one that answers too late for the client), then accepts."""
-
-    def __init__(self, fail_first: int = 0, slow_s: float = 0.0) -> None:
-        self.fail_first = fail_first
-        self.slow_s = slow_s
-        self.requests: list[dict] = []
-        self.accepted: dict[str, int] = {}
-        self.lock = threading.Lock()
-        recv = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["content-length"]))
-                with recv.lock:
-                    n = len(recv.requests)
-                    try:
-                        msg_id = verify(SECRET, dict(self.headers), body)
-                        valid = True
-                    except WebhookVerificationError:
-                        msg_id, valid = self.headers.get("webhook-id", ""), False
-                    recv.requests.append(
-                        {"id": msg_id, "valid": valid, "body": json.loads(body), "n": n}
-                    )
-                if not valid:
-                    self.send_response(401)
-                elif n < recv.fail_first:
-                    if n % 2 == 1 and recv.slow_s:
-                        time.sleep(recv.slow_s)  # the client has timed out by now
-                    self.send_response(503)
-                else:
-                    with recv.lock:
-                        recv.accepted[msg_id] = recv.accepted.get(msg_id, 0) + 1
-                    self.send_response(204)
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from support.webhooks import SECRET, Receiver
 
 
 @pytest.fixture

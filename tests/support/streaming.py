@@ -7,6 +7,7 @@ import asyncio
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SR = 16000
 
 
 def ravdess_clips(shared: Path, actor: str, emotions: tuple[str, ...], n: int) -> list[np.ndarray]:
@@ -244,3 +247,71 @@ def produce(bootstrap: str, messages: list[tuple[bytes | None, bytes]], topic: s
             await producer.stop()
 
     asyncio.run(run())
+
+
+def mono_two_speaker_call(shared: Path, turns: int = 4) -> np.ndarray:
+    """Agent (neutral/calm, actor 5) and angry customer (actor 2) take turns, agent first,
+    half a second apart; 16 kHz mono float32."""
+    agent = ravdess_clips(shared, "ravdess_05", ("neutral", "calm"), 2 * turns)
+    cust = ravdess_clips(shared, "ravdess_02", ("angry",), 2 * turns)
+    gap = np.zeros(SR // 2, np.float32)
+    parts: list[np.ndarray] = []
+    for i in range(0, 2 * turns, 2):
+        parts += [agent[i], agent[i + 1], gap, cust[i], cust[i + 1], gap]
+    return np.concatenate(parts)
+
+
+
+def at_rate(audio: np.ndarray, sr: int) -> np.ndarray:
+    if sr == SR:
+        return audio
+    import soxr
+
+    return soxr.resample(audio, SR, sr, quality="HQ").astype(np.float32)
+
+
+
+def window_key(rows: list[dict[str, Any]]) -> list[tuple]:
+    return [
+        (r["speaker"], r["start_ms"], r["end_ms"], r["label"], r["smoothed_label"]) for r in rows
+    ]
+
+
+
+def assert_same_windows(
+    stored: list[dict[str, Any]], offline: list[dict[str, Any]], logs: list[Path] | None = None
+) -> None:
+    assert window_key(stored) == window_key(offline), delivery_story(logs or [])
+    for s, o in zip(stored, offline, strict=True):
+        for label, p in o["probabilities"].items():
+            assert s["probabilities"][label] == pytest.approx(p, abs=1e-4)
+
+
+
+def delivery_story(logs: list[Path]) -> str:
+    """The workers' log lines on what was delivered and processed, for a failure message."""
+    pattern = re.compile(r"audio batch|partition|never arrived|recovery|Worker ready|Rebalanc")
+    lines = []
+    for log in logs:
+        text = log.read_text(errors="replace") if log.exists() else "(no log)"
+        lines += [f"--- {log.name}"] + [ln[:240] for ln in text.splitlines() if pattern.search(ln)]
+    return "\n".join(lines[-120:])
+
+
+
+def ingest_call(env: dict[str, str], path: Path, call_id: str, speed: str) -> subprocess.Popen:
+    """`callsense ingest` of one stereo file (agent on channel 0) as a subprocess."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "callsense.cli", "ingest", str(path), "--call-id", call_id,
+         "--speed", speed, "--agent-channel", "0", "--agent-id", "agent-7",
+         "--customer-id", "cust-42", "--queue", "billing", "--quiet"],
+        env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+
+def partition_of(call_id: str, partitions: int = 4) -> int:
+    """The partition the ingest producer (aiokafka's default partitioner) sends a call to."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(call_id.encode()) & 0x7FFFFFFF) % partitions
