@@ -57,8 +57,8 @@ def _rss_mb() -> float:
 def run(repeats: int = 5, data_dir: Path | None = None) -> dict[str, Any]:
     import soundfile as sf
     import torch
-    from callsense.processors.diarization.models import load_models
     from callsense.processors.diarization.streaming import DiarizerConfig, StreamingDiarizer
+    from callsense.processors.diarization.weights import load_models
 
     torch.set_num_threads(1)
     root = data_dir or shared_data_dir()

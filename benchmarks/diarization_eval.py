@@ -50,8 +50,8 @@ def evaluate_shared(data_dir: Path, latencies=LATENCIES) -> dict[str, Any]:  # n
     import numpy as np
     import soundfile as sf
     import torch
-    from callsense.processors.diarization.models import load_models
     from callsense.processors.diarization.streaming import DiarizerConfig, diarize_array
+    from callsense.processors.diarization.weights import load_models
     from tqdm import tqdm
 
     torch.set_num_threads(1)

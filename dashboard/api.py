@@ -124,7 +124,7 @@ def make_api(
     @bp.post("/alerts/<alert_id>/ack")
     def ack(alert_id: str) -> Any:
         from callsense.storage.alerts import acknowledge, alert_to_dict
-        from callsense.storage.models import Alert
+        from callsense.storage.schema import Alert
 
         if not _ALERT_ID_RE.match(alert_id):
             return _error(400, "malformed alert id")

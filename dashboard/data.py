@@ -9,7 +9,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from callsense.storage.alerts import alert_to_dict, open_alerts
-from callsense.storage.models import Call, EmotionWindow
+from callsense.storage.schema import Call, EmotionWindow
 
 SPARK_MS = 180_000  # sparkline: the last three minutes of call time
 RECENT_ENDED = timedelta(minutes=2)

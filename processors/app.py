@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import click
-from callsense.processors.delivery import OffsetGuard, Verdict, faust_gap
+from callsense.processors.admission import OffsetGuard, Verdict, faust_gap
 from callsense.processors.events import (
     AUDIO_TOPIC,
     DEADLETTER_TOPIC,
@@ -144,7 +144,7 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
     # lost a span of a call, or all of its rest (docs/streaming.md). Seeking once more to the
     # committed offsets after the queues were cleared re-reads them; replays are skipped by seq.
     # Whatever skips remain, the audio agent and the windows writer admit each partition's
-    # records in offset order only (delivery.OffsetGuard): a record past a hole is held back
+    # records in offset order only (admission.OffsetGuard): a record past a hole is held back
     # and the partition sought back (the alert agent, on the same windows partitions, then gets
     # the skipped windows late; it ignores replays).
     guard = OffsetGuard()
@@ -311,7 +311,7 @@ def create_app(settings: Any, classifier: Any | None = None) -> Any:
         async for events in stream.take_events(500, within=0.2):
             for e in events:  # acked below, only once the batch is stored
                 e.message.incref()
-            admitted = await _in_offset_order(list(events))  # as for audio (delivery.py)
+            admitted = await _in_offset_order(list(events))  # as for audio (admission.py)
             try:
                 if admitted:
                     await _persist_batch(loop, admitted)

@@ -232,7 +232,7 @@ class CallProcessor:
         """The diarization models, loaded once per process on first use (in the executor
         thread that runs :meth:`process`, like the emotion model)."""
         if self._diar_models is None:
-            from callsense.processors.diarization.models import load_models
+            from callsense.processors.diarization.weights import load_models
 
             self._diar_models = load_models()
         return self._diar_models

@@ -673,7 +673,7 @@ class WindowResult:
     smoothed_probabilities: dict[str, float] | None = None
 
     def to_row(self, call_id: str) -> dict[str, Any]:
-        """Column values of :class:`callsense.storage.models.EmotionWindow`."""
+        """Column values of :class:`callsense.storage.schema.EmotionWindow`."""
         return {
             "call_id": call_id,
             "speaker": self.speaker,

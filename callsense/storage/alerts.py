@@ -9,7 +9,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from callsense.storage.db import insert_ignore, make_engine, session_factory
-from callsense.storage.models import Alert, Call, WebhookDelivery
+from callsense.storage.schema import Alert, Call, WebhookDelivery
 
 _STATUS_RANK = {"raised": 0, "updated": 1, "resolved": 2}
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from callsense.storage.models import Base
+from callsense.storage.schema import Base
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 

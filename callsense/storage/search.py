@@ -22,7 +22,7 @@ from sqlalchemy import Float, and_, case, cast, func, literal, select, true
 from sqlalchemy.orm import Session
 
 from callsense.storage.alerts import _aware, alert_to_dict
-from callsense.storage.models import Alert, Call, CallSummary, EmotionWindow, Speaker
+from callsense.storage.schema import Alert, Call, CallSummary, EmotionWindow, Speaker
 
 ID_PATTERN = r"^[A-Za-z0-9_.:@+\-]{1,128}$"
 MAX_LIMIT = 500

@@ -2,7 +2,7 @@
 
 ``summarize_call`` is pure (lists and dicts in, a dict out) so the streaming persistence agent,
 offline analysis and tests share it. Its result maps onto
-:class:`callsense.storage.models.CallSummary`: ``CallSummary(call_id=..., **summarize_call(...))``.
+:class:`callsense.storage.schema.CallSummary`: ``CallSummary(call_id=..., **summarize_call(...))``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from callsense.storage.db import insert_ignore, make_engine, session_factory
-from callsense.storage.models import Call, CallSummary, EmotionWindow, Speaker
+from callsense.storage.schema import Call, CallSummary, EmotionWindow, Speaker
 
 WINDOW_COLUMNS = (
     "call_id",

@@ -31,11 +31,11 @@ __all__ = [
 
 
 if TYPE_CHECKING:
-    from .models import DiarizationModels
+    from .weights import DiarizationModels
 
 
 def load_models(root: Path | None = None) -> DiarizationModels:
     """Load the packaged segmentation and CAM++ models (cached per process)."""
-    from .models import load_models as _load
+    from .weights import load_models as _load
 
     return _load(root)

@@ -63,9 +63,9 @@ def diarize_cmd(
 
     import torch
 
-    from .models import ModelFilesMissing, load_models
     from .rttm import SCORING, der, read_rttm, write_rttm
     from .streaming import DiarizerConfig, diarize_array
+    from .weights import ModelFilesMissing, load_models
 
     torch.set_num_threads(1)
     uri = uri or file.stem

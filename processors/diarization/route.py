@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .models import SAMPLE_RATE, DiarizationModels
 from .streaming import GRID_S, GRID_SAMPLES, DiarizerConfig, StreamingDiarizer
+from .weights import SAMPLE_RATE, DiarizationModels
 
 
 class SpeakerChunk(NamedTuple):
@@ -328,7 +328,7 @@ def diarized_windows(
     """
     from callsense.processors.stages import chunk_audio
 
-    from .models import load_models
+    from .weights import load_models
 
     x = np.asarray(audio, dtype=np.float32)
     if x.ndim == 1:

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .clustering import OnlineClustering
-from .models import SAMPLE_RATE, DiarizationModels
+from .weights import SAMPLE_RATE, DiarizationModels
 
 GRID_S = 0.01  # output frame length (s)
 GRID_SAMPLES = int(round(GRID_S * SAMPLE_RATE))

@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from callsense.storage.db import make_engine
-from callsense.storage.models import Base
+from callsense.storage.schema import Base
 
 
 def test_migrations_match_models(database_url: str) -> None:

@@ -44,7 +44,7 @@ class CallWriter(threading.Thread):
         from callsense.processors.alerts import AlertEngine
 
         from callsense.storage.alerts import apply_alert_event
-        from callsense.storage.models import Call, EmotionWindow
+        from callsense.storage.schema import Call, EmotionWindow
 
         engine = AlertEngine()
         with self.sf() as s, s.begin():
@@ -78,7 +78,7 @@ class CallWriter(threading.Thread):
             time.sleep(self.period_s)
 
     def end_call(self) -> None:
-        from callsense.storage.models import Call, CallSummary
+        from callsense.storage.schema import Call, CallSummary
 
         self.stop.set()
         self.join(10)
@@ -100,7 +100,7 @@ def test_live_view_alert_ack_and_history(dashboard_factory, tmp_path: Path) -> N
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    from callsense.storage.models import Alert
+    from callsense.storage.schema import Alert
 
     secret = "whsec_" + base64.b64encode(b"b" * 32).decode()
     recv = HookReceiver(secret)

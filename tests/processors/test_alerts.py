@@ -209,7 +209,7 @@ def test_bad_events_get_a_clear_error(patch: dict, reason: str) -> None:
 def test_alert_events_persist_idempotently(database_url: str) -> None:
     from callsense.storage import alerts as store
     from callsense.storage.db import make_engine, session_factory
-    from callsense.storage.models import Alert
+    from callsense.storage.schema import Alert
 
     eng = share_only()
     events = [e for i in range(10) for e in eng.feed(win(i, "angry", call="p1"))]

@@ -23,7 +23,7 @@ SR = 16000
 @pytest.fixture(scope="module")
 def models():
     import torch
-    from callsense.processors.diarization.models import load_models
+    from callsense.processors.diarization.weights import load_models
 
     torch.set_num_threads(1)
     return load_models()

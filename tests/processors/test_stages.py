@@ -302,7 +302,7 @@ def model() -> Any:
 def test_classify_angry_speech_with_verdicts_and_smoothing(model: Any, speech: np.ndarray) -> None:
     from callsense.models import TemporalSmoother
 
-    from callsense.storage.models import EmotionWindow
+    from callsense.storage.schema import EmotionWindow
 
     wins = run(SpeakerPipeline(stage_cfg(), SR, "ch1", "customer"), speech, SR)
     smoothers: dict = {}

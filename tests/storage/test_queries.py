@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from callsense.storage.cli import calls_group, db_group
 from callsense.storage.db import make_engine, session_factory
-from callsense.storage.models import Call, CallSummary, EmotionWindow, Speaker
 from callsense.storage.queries import get_call, list_calls, parse_since
+from callsense.storage.schema import Call, CallSummary, EmotionWindow, Speaker
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from callsense.storage.db import make_engine, session_factory
-from callsense.storage.models import Speaker
 from callsense.storage.queries import get_call
+from callsense.storage.schema import Speaker
 from callsense.storage.writer import Writer
 
 

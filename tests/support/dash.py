@@ -46,7 +46,7 @@ def window_row(
 def seed(sf: Any) -> None:
     """Four calls: two ended with summaries, one live with windows only, one old."""
     from callsense.storage.alerts import apply_alert_event
-    from callsense.storage.models import Call, CallSummary, EmotionWindow
+    from callsense.storage.schema import Call, CallSummary, EmotionWindow
 
     def t(*a: int) -> datetime:
         return datetime(*a, tzinfo=UTC)

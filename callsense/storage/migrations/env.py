@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import pool
 
 from callsense.storage.db import make_engine
-from callsense.storage.models import Base
+from callsense.storage.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from callsense.processors.delivery import OffsetGuard, Verdict, faust_gap
+from callsense.processors.admission import OffsetGuard, Verdict, faust_gap
 
 TP = ("callsense.audio", 2)
 
