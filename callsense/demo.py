@@ -20,9 +20,12 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from callsense.settings import Settings
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "ingest" / "samples"
 #: settings the demo bounds unless set in the environment: 5 min of audio and state history,
@@ -103,7 +106,7 @@ def _windows_per_speaker(url: str, call_ids: list[str]) -> dict[str, dict[str, s
 
 
 async def _loop_calls(
-    settings: Any,
+    settings: Settings,
     calls: list[dict[str, Any]],
     speed: float | None,
     stop: asyncio.Event,
@@ -263,7 +266,7 @@ def demo_cmd(
 
 
 async def _supervise(
-    settings: Any,
+    settings: Settings,
     calls: list[dict[str, Any]],
     pace: float | None,
     stop: asyncio.Event,

@@ -21,7 +21,7 @@ import secrets
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import dash
@@ -43,6 +43,9 @@ from callsense.storage.search import (
     calls_csv,
     search_calls,
 )
+
+if TYPE_CHECKING:
+    from callsense.settings import Settings
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -80,7 +83,7 @@ class AckNotifier:
     """After an acknowledgement: deliver the ``alert.acknowledged`` webhook off the request
     thread (with the delivery log), when webhooks are configured."""
 
-    def __init__(self, settings: Any, sf: Any) -> None:
+    def __init__(self, settings: Settings, sf: Any) -> None:
         self.settings, self.sf = settings, sf
         self.threads: list[threading.Thread] = []
 
@@ -348,7 +351,7 @@ def _window_dicts(results: list[Any]) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------- app
-def create_app(settings: Any = None, *, require_login: bool = False, sf: Any = None) -> Dash:
+def create_app(settings: Settings = None, *, require_login: bool = False, sf: Any = None) -> Dash:
     """Build the Dash app (its Flask server is ``app.server``)."""
     from callsense.settings import get_settings
 

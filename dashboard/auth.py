@@ -13,10 +13,13 @@ from __future__ import annotations
 import hmac
 import html
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from flask import Flask, jsonify, redirect, request, session
+
+if TYPE_CHECKING:
+    from callsense.settings import Settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 PUBLIC_PREFIXES = (
@@ -53,7 +56,7 @@ def _safe_next(value: str | None) -> str:
     return "/"
 
 
-def install_auth(server: Flask, settings: Any, require_login: bool) -> None:
+def install_auth(server: Flask, settings: Settings, require_login: bool) -> None:
     user_name = settings.dashboard_user
     password = (
         settings.dashboard_password.get_secret_value() if settings.dashboard_password else None
@@ -101,7 +104,7 @@ def install_auth(server: Flask, settings: Any, require_login: bool) -> None:
         return redirect("/login")
 
 
-def current_user(settings: Any) -> str:
+def current_user(settings: Settings) -> str:
     """Who is acting (acknowledging): the signed-in user, else the configured user name."""
     try:
         return session.get("user") or settings.dashboard_user

@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from callsense.processors.events import (
@@ -25,6 +25,9 @@ from callsense.processors.events import (
     CallStart,
     ensure_topics_async,
 )
+
+if TYPE_CHECKING:
+    from callsense.settings import Settings
 
 
 class IngestError(ValueError):
@@ -156,7 +159,7 @@ async def stream_call(
 
 async def ingest_files(
     paths: list[str | Path],
-    settings: Any,
+    settings: Settings,
     metas: list[CallMeta],
     speed: float | None,
     show_progress: bool = True,

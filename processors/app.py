@@ -41,7 +41,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from callsense.processors.admission import OffsetGuard, Verdict, faust_gap
@@ -53,6 +53,9 @@ from callsense.processors.events import (
     deadletter_event,
     dumps,
 )
+
+if TYPE_CHECKING:
+    from callsense.settings import Settings
 
 log = logging.getLogger("callsense.worker")
 
@@ -80,7 +83,7 @@ async def track_topic(producer: Any, name: str, tracked: set[str]) -> None:
         tracked.add(name)
 
 
-def create_app(settings: Any, classifier: Any | None = None) -> Any:
+def create_app(settings: Settings, classifier: Any | None = None) -> Any:
     """Build the Faust app with every topic, table and agent of callsense."""
     import faust
     from callsense.processors.callstate import CallProcessor, Incoming

@@ -18,7 +18,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from callsense.processors.events import (
     AudioChunk,
@@ -31,6 +31,9 @@ from callsense.processors.events import (
     parse_audio_event,
     window_event,
 )
+
+if TYPE_CHECKING:
+    from callsense.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ class CheckpointBudgetError(ValueError):
     """The configuration cannot keep a call's checkpoint under CHECKPOINT_LIMIT_BYTES."""
 
 
-def model_state_bound_bytes(settings: Any) -> int:
+def model_state_bound_bytes(settings: Settings) -> int:
     """Upper bound of the model's per-speaker state (``models/speaker_norm.state_bound``)."""
     import json
 
@@ -96,7 +99,7 @@ def speaker_bound_bytes(cfg: Any, model_state_bytes: int = 0) -> int:
 
 
 def checkpoint_budget(
-    settings: Any, cfg: Any, input_rate: int = BUDGET_INPUT_RATE
+    settings: Settings, cfg: Any, input_rate: int = BUDGET_INPUT_RATE
 ) -> dict[str, int]:
     """The byte budget of a diarized mono call's checkpoint at ``input_rate``: the diarizer's
     worst state, the pipelines of ``diarization_max_speakers`` speakers, and what is left for
@@ -118,7 +121,7 @@ def checkpoint_budget(
     }
 
 
-def check_checkpoint_budget(settings: Any, cfg: Any) -> dict[str, int]:
+def check_checkpoint_budget(settings: Settings, cfg: Any) -> dict[str, int]:
     """:func:`checkpoint_budget` at start-up: raises :class:`CheckpointBudgetError` when a
     diarized mono call could not keep ``MIN_REORDER_BYTES`` of reorder buffer."""
     out = checkpoint_budget(settings, cfg)
@@ -202,7 +205,7 @@ class CallContext:
 class CallProcessor:
     """The per-call state machine; see the module docstring."""
 
-    def __init__(self, settings: Any, classifier: Any) -> None:
+    def __init__(self, settings: Settings, classifier: Any) -> None:
         from callsense.processors.stages import StageConfig
 
         self.settings = settings

@@ -24,9 +24,12 @@ import binascii
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from callsense.settings import Settings
 
 AUDIO_TOPIC = "callsense.audio"
 WINDOWS_TOPIC = "callsense.windows"
@@ -318,7 +321,7 @@ def deadletter_event(
 # --------------------------------------------------------------------------- topic creation
 
 
-def topic_configs(settings: Any) -> dict[str, dict[str, str]]:
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Per-topic configs: audio topics get a retention limit."""
     return {
         name: ({"retention.ms": str(settings.audio_retention_ms)} if name in AUDIO_TOPICS else {})
@@ -326,7 +329,7 @@ def topic_configs(settings: Any) -> dict[str, dict[str, str]]:
     }
 
 
-async def ensure_topics_async(bootstrap: str, settings: Any) -> list[str]:
+async def ensure_topics_async(bootstrap: str, settings: Settings) -> list[str]:
     """Create the callsense topics with ``settings.topic_partitions`` partitions if missing.
 
     Returns the names created. Existing topics are left alone (a partition-count mismatch is
@@ -367,7 +370,7 @@ async def ensure_topics_async(bootstrap: str, settings: Any) -> list[str]:
         await admin.close()
 
 
-def ensure_topics(bootstrap: str, settings: Any) -> list[str]:
+def ensure_topics(bootstrap: str, settings: Settings) -> list[str]:
     """Synchronous wrapper of :func:`ensure_topics_async`."""
     import asyncio
 

@@ -15,9 +15,12 @@ import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from callsense.settings import Settings
 
 T = TypeVar("T")
 
@@ -62,7 +65,7 @@ class BatchClassifier:
 
     def __init__(
         self,
-        settings: Any,
+        settings: Settings,
         model: Any | None = None,
         loader: Callable[[], Any] | None = None,
     ) -> None:

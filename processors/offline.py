@@ -17,7 +17,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -31,6 +31,9 @@ from callsense.processors.stages import (
     classify,
     speakers_for,
 )
+
+if TYPE_CHECKING:
+    from callsense.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +109,7 @@ def extract_windows(
 def analyze_audio(
     audio: np.ndarray,
     sr: int,
-    settings: Any,
+    settings: Settings,
     call_id: str = "call",
     agent_channel: int = 0,
     model: Any = None,
@@ -149,7 +152,7 @@ def analyze_audio(
 
 def analyze_file(
     path: str | Path,
-    settings: Any,
+    settings: Settings,
     call_id: str | None = None,
     agent_channel: int = 0,
     model: Any = None,
@@ -160,7 +163,7 @@ def analyze_file(
 
 def analyze_path(
     path: str | Path,
-    settings: Any,
+    settings: Settings,
     call_id: str | None = None,
     agent_channel: int = 0,
     model: Any = None,

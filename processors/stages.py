@@ -31,9 +31,12 @@ import base64
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from callsense.settings import Settings
 
 STATE_VERSION = 1
 VAD_RATES = (8000, 16000, 32000, 48000)
@@ -80,7 +83,7 @@ class StageConfig:
             raise ValueError("window_s and hop_s must be positive")
 
     @classmethod
-    def from_settings(cls, settings: Any) -> StageConfig:
+    def from_settings(cls, settings: Settings) -> StageConfig:
         return cls(
             sample_rate=int(settings.sample_rate),
             window_s=float(settings.window_s),

@@ -29,12 +29,15 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import click
 import httpx
 from callsense.processors.alerts import AlertEvent
+
+if TYPE_CHECKING:
+    from callsense.settings import Settings
 
 SIGNATURE_TOLERANCE_S = 300
 
@@ -254,7 +257,7 @@ class WebhookDeliverer:
         return out
 
 
-def deliverer_from_settings(settings: Any, session_factory: Any | None = None):
+def deliverer_from_settings(settings: Settings, session_factory: Any | None = None):
     """The configured deliverer, or ``None`` when no endpoint is configured."""
     endpoints = parse_endpoints(settings.webhook_url)
     if not endpoints:

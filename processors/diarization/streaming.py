@@ -31,12 +31,15 @@ the agent (outbound calls: the callee answers first); ``none`` - every speaker i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from .clustering import OnlineClustering
 from .weights import SAMPLE_RATE, DiarizationModels
+
+if TYPE_CHECKING:
+    from callsense.settings import Settings
 
 GRID_S = 0.01  # output frame length (s)
 GRID_SAMPLES = int(round(GRID_S * SAMPLE_RATE))
@@ -85,7 +88,7 @@ class DiarizerConfig:
             raise ValueError(f"agent_rule must be one of {AGENT_RULES}, got {self.agent_rule!r}")
 
     @classmethod
-    def from_settings(cls, settings: Any | None = None) -> DiarizerConfig:
+    def from_settings(cls, settings: Settings | None = None) -> DiarizerConfig:
         if settings is None:
             from callsense.settings import get_settings
 
