@@ -352,6 +352,9 @@ class CallProcessor:
             )
 
         for msg in batch:
+            if msg.key is None:  # partitioning by call id is what keeps a call's chunks in order
+                dead(msg, "message has no key (the key must be the call id)", None)
+                continue
             try:
                 ev = parse_audio_event(msg.value, msg.key)
             except BadEvent as exc:

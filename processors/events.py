@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,11 @@ AUDIO_TOPICS = (AUDIO_TOPIC,)
 
 MAX_CHANNELS = 2
 MAX_SAMPLE_RATE = 192_000
+MAX_SEQ = 10**9  # 250 ms chunks: ~8 years of one call
+MAX_START_SAMPLE = 2**40  # ~2 years at 16 kHz
+MAX_META_CHARS = 256
+TS_MIN = 946_684_800.0  # 2000-01-01
+TS_MAX_AHEAD_S = 86_400.0
 
 
 class BadEvent(ValueError):
@@ -164,9 +170,38 @@ def _req(d: dict[str, Any], name: str, typ: type | tuple[type, ...], call_id: st
     return value
 
 
-def _opt_str(d: dict[str, Any], name: str) -> str | None:
+_MISSING = object()
+
+
+def _int(
+    d: dict[str, Any], name: str, lo: int, hi: int, call_id: str | None, default: Any = _MISSING
+) -> int:
+    """An integer field within [lo, hi] (JSON numbers like 3.0 are not integers here)."""
+    if name not in d and default is not _MISSING:
+        return default
+    value = _req(d, name, int, call_id)
+    if not lo <= value <= hi:
+        raise BadEvent(f"field {name!r} = {value} out of range [{lo}, {hi}]", call_id)
+    return value
+
+
+def _ts(d: dict[str, Any], call_id: str | None, required: bool) -> float:
+    """Producer time (Unix seconds): finite, after 2000-01-01 and at most a day ahead."""
+    if "ts" not in d and not required:
+        return 0.0
+    value = _req(d, "ts", (int, float), call_id)
+    if not math.isfinite(value) or not TS_MIN <= value <= time.time() + TS_MAX_AHEAD_S:
+        raise BadEvent(f"field 'ts' = {value!r} is not a plausible Unix time", call_id)
+    return float(value)
+
+
+def _opt_str(d: dict[str, Any], name: str, call_id: str | None = None) -> str | None:
     value = d.get(name)
-    return None if value is None else str(value)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_META_CHARS:
+        raise BadEvent(f"field {name!r} must be a string of at most {MAX_META_CHARS}", call_id)
+    return value
 
 
 def loads_object(value: bytes | str | None) -> dict[str, Any]:
@@ -194,45 +229,33 @@ def parse_audio_event(value: bytes | str | None, key: bytes | str | None = None)
             raise BadEvent(f"message key {key_s!r} differs from call_id {call_id!r}", call_id)
     kind = d.get("kind")
     if kind == "chunk":
-        channels = _req(d, "channels", int, call_id)
-        rate = _req(d, "sample_rate", int, call_id)
-        seq = _req(d, "seq", int, call_id)
-        start = _req(d, "start_sample", int, call_id)
-        if not 1 <= channels <= MAX_CHANNELS:
-            raise BadEvent(f"chunk has {channels} channels (1 or 2 supported)", call_id)
-        if not 1000 <= rate <= MAX_SAMPLE_RATE:
-            raise BadEvent(f"chunk sample rate {rate} Hz out of range", call_id)
-        if seq < 0 or start < 0:
-            raise BadEvent("negative seq or start_sample", call_id)
+        channels = _int(d, "channels", 1, MAX_CHANNELS, call_id)
+        rate = _int(d, "sample_rate", 1000, MAX_SAMPLE_RATE, call_id)
+        seq = _int(d, "seq", 0, MAX_SEQ, call_id)
+        start = _int(d, "start_sample", 0, MAX_START_SAMPLE, call_id)
         pcm = _req(d, "pcm", str, call_id)
-        return AudioChunk(call_id, seq, start, rate, channels, pcm, float(d.get("ts", 0.0)))
+        return AudioChunk(call_id, seq, start, rate, channels, pcm, _ts(d, call_id, False))
     if kind == "call_start":
-        channels = _req(d, "channels", int, call_id)
-        rate = _req(d, "sample_rate", int, call_id)
-        if not 1 <= channels <= MAX_CHANNELS:
-            raise BadEvent(f"call has {channels} channels (1 or 2 supported)", call_id)
-        if not 1000 <= rate <= MAX_SAMPLE_RATE:
-            raise BadEvent(f"call sample rate {rate} Hz out of range", call_id)
-        agent_channel = int(d.get("agent_channel", 0) or 0)
-        if agent_channel not in (0, 1):
-            raise BadEvent(f"agent_channel {agent_channel} must be 0 or 1", call_id)
+        channels = _int(d, "channels", 1, MAX_CHANNELS, call_id)
+        rate = _int(d, "sample_rate", 1000, MAX_SAMPLE_RATE, call_id)
+        agent_channel = _int(d, "agent_channel", 0, 1, call_id, default=0)
         return CallStart(
             call_id,
             rate,
             channels,
             agent_channel,
-            _opt_str(d, "agent_id"),
-            _opt_str(d, "customer_id"),
-            _opt_str(d, "queue"),
-            _opt_str(d, "source"),
-            float(d.get("ts", 0.0)),
+            _opt_str(d, "agent_id", call_id),
+            _opt_str(d, "customer_id", call_id),
+            _opt_str(d, "queue", call_id),
+            _opt_str(d, "source", call_id),
+            _ts(d, call_id, True),
         )
     if kind == "call_end":
         return CallEnd(
             call_id,
-            int(d.get("last_seq", -1)),
-            int(d.get("total_samples", 0)),
-            float(d.get("ts", 0.0)),
+            _int(d, "last_seq", -1, MAX_SEQ, call_id, default=-1),
+            _int(d, "total_samples", 0, MAX_START_SAMPLE, call_id, default=0),
+            _ts(d, call_id, False),
         )
     raise BadEvent(f"unknown event kind {kind!r}", call_id)
 

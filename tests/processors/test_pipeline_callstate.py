@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,23 @@ def test_pcm16_round_trip_and_corruption() -> None:
          b' "channels": 1, "pcm": "AAAA"}', "wrong type"),
         (b'{"kind": "call_start", "call_id": "c", "sample_rate": 50, "channels": 1}',
          "out of range"),
+        # control fields of every type and range an adversary sends: dead-lettered, never raised
+        (b'{"kind": "call_end", "call_id": "c", "last_seq": "abc"}', "'last_seq' has wrong type"),
+        (b'{"kind": "call_end", "call_id": "c", "last_seq": null}', "'last_seq' has wrong type"),
+        (b'{"kind": "call_end", "call_id": "c", "last_seq": 1e400}', "'last_seq' has wrong type"),
+        (b'{"kind": "call_end", "call_id": "c", "last_seq": 3, "ts": "noon"}', "'ts'"),
+        (b'{"kind": "call_end", "call_id": "c", "last_seq": 3, "ts": []}', "'ts'"),
+        (b'{"kind": "call_end", "call_id": "c", "last_seq": 3, "ts": NaN}', "plausible"),
+        (b'{"kind": "call_start", "call_id": "c", "sample_rate": 8000, "channels": 2,'
+         b' "agent_channel": "left", "ts": 1700000000}', "'agent_channel' has wrong type"),
+        (b'{"kind": "call_start", "call_id": "c", "sample_rate": 8000, "channels": 2, "ts": 0}',
+         "plausible"),
+        (b'{"kind": "call_start", "call_id": "c", "sample_rate": 8000, "channels": 2}',
+         "missing field 'ts'"),
+        (b'{"kind": "call_start", "call_id": "c", "sample_rate": 8000, "channels": 1,'
+         b' "ts": 1700000000, "queue": {"a": 1}}', "'queue' must be a string"),
+        (b'{"kind": "chunk", "call_id": "c", "seq": 1000000000000000000, "start_sample": 0,'
+         b' "sample_rate": 16000, "channels": 1, "pcm": "AAAA"}', "'seq' = .* out of range"),
     ],
 )  # fmt: skip
 def test_parse_rejects_bad_events(value: bytes, reason: str) -> None:
@@ -81,7 +99,7 @@ def _messages(path: Path, call_id: str) -> list[Incoming]:
 
     audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
     audio = audio.T
-    out = [CallStart(call_id, sr, 2, 0, ts=1.0).to_json()]
+    out = [CallStart(call_id, sr, 2, 0, ts=1_700_000_000.0).to_json()]
     out += [AudioChunk.from_array(call_id, s, st, sr, c).to_json()
             for s, st, c in chunk_audio(audio, sr, 250)]  # fmt: skip
     out.append(CallEnd(call_id, len(out) - 2, audio.shape[1]).to_json())
@@ -143,17 +161,21 @@ def test_dead_letters_and_other_calls(classifier: BatchClassifier) -> None:
         AudioChunk.from_array("a", 0, 0, 16000, tone).to_json(),  # replay of seq 0
         CallEnd("a", 1, 8000).to_json(),
         AudioChunk.from_array("a", 5, 20000, 16000, tone).to_json(),  # after the end
-        CallStart("a", 16000, 1, ts=123.0).to_json(),  # reuse of an ended call id
+        CallStart("a", 16000, 1, ts=time.time() - 60).to_json(),  # reuse of an ended call id
+        CallEnd("a", 1, 8000).to_json(),  # without a key
     ]
-    res = p.process([Incoming(m, None, "t", 0, i) for i, m in enumerate(msgs)], {})
+    keys = [json.loads(m)["call_id"].encode() for m in msgs[:-1]] + [None]
+    pairs = enumerate(zip(msgs, keys, strict=True))
+    res = p.process([Incoming(m, k, "t", 0, i) for i, (m, k) in pairs], {})
     reasons = [d["reason"] for d in res.deadletters]
-    assert len(reasons) == 4, reasons
+    assert len(reasons) == 5, reasons
     assert "sample rate changed mid-call" in reasons[0]
     assert "unknown call 'ghost'" in reasons[1]
     assert "after call_end" in reasons[2]
     assert "already in use" in reasons[3]
+    assert "no key" in reasons[4]
     assert res.stats["duplicates"] == 1 and res.stats["calls_ended"] == 1
-    assert [d["offset"] for d in res.deadletters] == [2, 3, 6, 7]
+    assert [d["offset"] for d in res.deadletters] == [2, 3, 6, 7, 8]
     assert json.loads(res.deadletters[1]["original"])["call_id"] == "ghost"
 
 
