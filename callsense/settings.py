@@ -171,7 +171,9 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(8050, description="Dashboard port.")
     dashboard_user: str = Field("supervisor", description="Sign-in user (beyond loopback).")
     dashboard_password: SecretStr | None = Field(
-        None, description="Sign-in password; required when bound beyond loopback."
+        None,
+        description="Sign-in password; required when bound beyond loopback, and enforced "
+        "wherever it is set (loopback too).",
     )
     api_token: SecretStr | None = Field(
         None, description="Bearer token required by the JSON API (/api/...)."

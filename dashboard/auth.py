@@ -1,11 +1,12 @@
-"""Supervisor sign-in for the dashboard when it is bound beyond loopback.
+"""Supervisor sign-in for the dashboard, and the security headers of every response.
 
-On 127.0.0.1/localhost/::1 nobody signs in (the acknowledging user is
-``CALLSENSE_DASHBOARD_USER``). Bound anywhere else, every page and Dash callback needs a
-signed-in session: user ``CALLSENSE_DASHBOARD_USER`` with ``CALLSENSE_DASHBOARD_PASSWORD``, or
-any user name with the token ``CALLSENSE_API_TOKEN`` as password; a request carrying
-``Authorization: Bearer $CALLSENSE_API_TOKEN`` passes too. The JSON API (/api) always checks its
-bearer token itself.
+Sign-in is required when the dashboard is bound beyond loopback or a password is set
+(``CALLSENSE_DASHBOARD_PASSWORD``); on loopback without one nobody signs in (the acknowledging
+user is ``CALLSENSE_DASHBOARD_USER``). Signed in, every page and Dash callback rides on the
+session cookie: user ``CALLSENSE_DASHBOARD_USER`` with the password, or any user name with the
+token ``CALLSENSE_API_TOKEN`` as password. One scheme per surface: pages take the session only,
+the JSON API (/api) only its bearer token (checked there). After ``MAX_FAILURES`` wrong
+passwords from one address within ``LOCKOUT_S``, sign-in answers 429 until the window passes.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from __future__ import annotations
 import hmac
 import html
 import re
+import threading
+import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from flask import Flask, jsonify, redirect, request, session
 
@@ -31,6 +35,20 @@ PUBLIC_PREFIXES = (
     "/_favicon.ico",
 )
 _USER_RE = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
+MAX_FAILURES = 5
+LOCKOUT_S = 900.0
+SECURITY_HEADERS = {
+    # Dash renders inline bootstrap scripts and Plotly evaluates code, so scripts stay open to
+    # 'self' plus inline/eval; framing, plugins, base and form targets are closed
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; "
+        "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 LOGIN_HTML = """<!doctype html><html><head><title>callsense sign-in</title>
 <style>body{{font-family:sans-serif;max-width:22em;margin:5em auto}}input{{display:block;
@@ -51,9 +69,46 @@ def _eq(a: str, b: str | None) -> bool:
 
 
 def _safe_next(value: str | None) -> str:
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/"
+    """A same-origin path to go to after sign-in, else "/". Browsers drop tabs and newlines
+    and read a backslash as a slash, so any of those (or a second leading slash) is refused."""
+    if not value or not value.startswith("/") or value.startswith("//"):
+        return "/"
+    if "\\" in value or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return value
+
+
+class SignInThrottle:
+    """Failed sign-ins per client address within a sliding window (in memory, per process)."""
+
+    def __init__(self, max_failures: int = MAX_FAILURES, window_s: float = LOCKOUT_S) -> None:
+        self.max_failures, self.window_s = max_failures, window_s
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        q = self._failures.setdefault(client, deque())
+        while q and now - q[0] > self.window_s:
+            q.popleft()
+        return q
+
+    def locked_for(self, client: str) -> float:
+        """Seconds until ``client`` may try again (0: now)."""
+        now = time.monotonic()
+        with self._lock:
+            q = self._recent(client, now)
+            return self.window_s - (now - q[0]) if len(q) >= self.max_failures else 0.0
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            self._recent(client, time.monotonic()).append(time.monotonic())
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
 
 
 def install_auth(server: Flask, settings: Settings, require_login: bool) -> None:
@@ -68,15 +123,19 @@ def install_auth(server: Flask, settings: Settings, require_login: bool) -> None
             "(or CALLSENSE_API_TOKEN) so supervisors can sign in"
         )
     server.config["CALLSENSE_REQUIRE_LOGIN"] = require_login
+    throttle = SignInThrottle()
+
+    @server.after_request
+    def _headers(response: Any) -> Any:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
 
     @server.before_request
     def _gate() -> Any:
         if not require_login or request.path.startswith(PUBLIC_PREFIXES):
             return None
         if session.get("user"):
-            return None
-        bearer = request.headers.get("Authorization", "").partition(" ")[2].strip()
-        if token and bearer and _eq(bearer, token):
             return None
         if request.path.startswith("/_dash-") or request.path.startswith("/export/"):
             return jsonify({"error": "sign in required"}), 401
@@ -87,14 +146,22 @@ def install_auth(server: Flask, settings: Settings, require_login: bool) -> None
         nxt = _safe_next(request.args.get("next"))
         error = ""
         if request.method == "POST":
+            client = request.remote_addr or "?"
+            wait_s = throttle.locked_for(client)
+            if wait_s > 0:
+                msg = f"too many failed sign-ins: try again in {int(wait_s // 60) + 1} min"
+                body = LOGIN_HTML.format(error=html.escape(msg), next=quote(nxt, safe=""))
+                return body, 429, {"Retry-After": str(int(wait_s) + 1)}
             user = request.form.get("user", "")
             pw = request.form.get("password", "")
             ok_pw = user == user_name and password is not None and _eq(pw, password)
             ok_token = token is not None and _eq(pw, token)
             if _USER_RE.match(user) and (ok_pw or ok_token):
+                throttle.succeeded(client)
                 session.clear()
                 session["user"] = user
                 return redirect(nxt)
+            throttle.failed(client)
             error = "wrong user or password"
         return LOGIN_HTML.format(error=html.escape(error), next=quote(nxt, safe=""))
 

@@ -23,7 +23,9 @@ def dashboard_cmd(host: str | None, port: int | None, no_migrate: bool) -> None:
     if not no_migrate:
         upgrade(settings.effective_database_url)
     try:
-        app = create_app(settings, require_login=not is_loopback(host))
+        # a set password is always enforced; without one only loopback goes unsigned
+        require_login = not is_loopback(host) or settings.dashboard_password is not None
+        app = create_app(settings, require_login=require_login)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"callsense dashboard on http://{host}:{port}/ (API: /api/openapi.json)")

@@ -216,14 +216,40 @@ def test_sign_in_required_beyond_loopback(dashboard_factory) -> None:
         assert c.get("/history").status_code == 200
         assert c.get("/_dash-layout").status_code == 200
         assert c.get("/export/calls.csv").text.startswith("call_id,")
-        evil = c.post(
-            "/login?next=//evil.example", data={"user": "supervisor", "password": PASSWORD}
-        )
-        assert evil.headers["location"] == "/"
+        for evil_next in ("//evil.example", "/%09/evil.example", "/%5Cevil.example",
+                          "https://evil.example", "/%0a/evil.example"):  # fmt: skip
+            evil = c.post(
+                f"/login?next={evil_next}", data={"user": "supervisor", "password": PASSWORD}
+            )
+            assert evil.headers["location"] == "/", evil_next
         c.get("/logout")
         assert c.get("/history").status_code == 302
-    with httpx.Client(base_url=served.url) as c2:  # the API token also signs in
-        assert c2.get("/_dash-layout", headers=AUTH).status_code == 200
+    with httpx.Client(base_url=served.url) as c2:  # pages take the session only, not tokens
+        assert c2.get("/_dash-layout", headers=AUTH).status_code == 401
+        basic = {"Authorization": f"Basic {API_TOKEN}"}
+        assert c2.get("/_dash-layout", headers=basic).status_code == 401
+        ok = c2.post("/login", data={"user": "anyone", "password": API_TOKEN})  # token signs in
+        assert ok.status_code == 302 and c2.get("/_dash-layout").status_code == 200
+
+
+def test_sign_in_locks_out_after_repeated_failures(dashboard_factory) -> None:
+    served = dashboard_factory(require_login=True)
+    with httpx.Client(base_url=served.url, follow_redirects=False) as c:
+        for _ in range(5):
+            assert c.post("/login", data={"user": "supervisor", "password": "x"}).status_code == 200
+        locked = c.post("/login", data={"user": "supervisor", "password": PASSWORD})
+        assert locked.status_code == 429 and "too many failed sign-ins" in locked.text
+        assert int(locked.headers["Retry-After"]) > 0
+        assert c.get("/history").status_code == 302  # still signed out
+
+
+def test_every_response_carries_security_headers(dashboard_factory) -> None:
+    served = dashboard_factory()
+    for path in ("/", "/login", "/api/openapi.json", "/_dash-layout"):
+        h = httpx.get(served.url + path).headers
+        assert "frame-ancestors 'none'" in h["content-security-policy"], path
+        assert h["x-frame-options"] == "DENY" and h["x-content-type-options"] == "nosniff"
+        assert h["referrer-policy"] == "same-origin"
 
 
 def test_loopback_needs_no_sign_in_and_beyond_needs_a_secret(dashboard_factory) -> None:

@@ -63,3 +63,27 @@ def test_dashboard_refuses_public_bind_without_secret(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.returncode != 0
     assert "CALLSENSE_DASHBOARD_PASSWORD" in r.stderr
+
+
+def test_a_set_password_is_enforced_on_loopback_too(tmp_path: Path) -> None:
+    port = _free_port()
+    env = _env(tmp_path, CALLSENSE_DASHBOARD_PASSWORD="pw-123")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "callsense.cli", "dashboard", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(base + "/history", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "dashboard did not start"
+                time.sleep(0.3)
+        assert r.status_code == 302 and r.headers["location"].startswith("/login")
+    finally:
+        proc.terminate()
+        proc.wait(10)
