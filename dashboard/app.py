@@ -351,6 +351,28 @@ def _window_dicts(results: list[Any]) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------- app
+PAGE_PATHS = frozenset({"/", "/history", "/upload", "/webhooks"})
+DASH_PREFIXES = ("/_dash-", "/_reload-hash", "/_favicon.ico", "/assets/")
+
+
+def install_known_paths(server: Flask) -> None:
+    """Dash answers every path with its page shell; only the dashboard's pages get it, any
+    other path is a 404 (JSON under /api)."""
+
+    @server.before_request
+    def _known_path() -> Any:
+        path = request.path
+        rule = request.url_rule
+        dash_catch_all = rule is None or rule.rule in ("/", "/<path:path>")
+        if not dash_catch_all or path in PAGE_PATHS or path.startswith(DASH_PREFIXES):
+            return None
+        if path.startswith("/call/") and re.match(ID_PATTERN, path[len("/call/") :]):
+            return None
+        if path.startswith("/api/"):
+            return Response('{"error": "not found"}', status=404, mimetype="application/json")
+        return Response("Not found.", status=404, mimetype="text/plain")
+
+
 def create_app(settings: Settings = None, *, require_login: bool = False, sf: Any = None) -> Dash:
     """Build the Dash app (its Flask server is ``app.server``)."""
     from callsense.settings import get_settings
@@ -367,6 +389,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         MAX_CONTENT_LENGTH=int(UPLOAD_MAX_BYTES * 1.4),
     )
     install_auth(server, settings, require_login)
+    install_known_paths(server)
     notifier = AckNotifier(settings, sf)
     token = settings.api_token.get_secret_value() if settings.api_token else None
     server.register_blueprint(make_api(sf, lambda: token, on_ack=notifier))

@@ -26,9 +26,8 @@ if TYPE_CHECKING:
     from callsense.settings import Settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+PUBLIC_PATHS = frozenset({"/login", "/logout"})
 PUBLIC_PREFIXES = (
-    "/login",
-    "/logout",
     "/api/",
     "/assets/",
     "/_dash-component-suites/",
@@ -133,7 +132,9 @@ def install_auth(server: Flask, settings: Settings, require_login: bool) -> None
 
     @server.before_request
     def _gate() -> Any:
-        if not require_login or request.path.startswith(PUBLIC_PREFIXES):
+        if not require_login or request.path in PUBLIC_PATHS:
+            return None
+        if request.path.startswith(PUBLIC_PREFIXES):
             return None
         if session.get("user"):
             return None

@@ -283,3 +283,18 @@ def test_acknowledgement_is_delivered_as_a_signed_webhook(dashboard_factory) -> 
     msg_id, body = recv.got[0]
     assert msg_id.startswith("msg_") and body["type"] == "alert.acknowledged"
     assert body["data"]["id"] == "al_test1" and body["data"]["acknowledged_by"] == "sam"
+
+
+def test_unknown_paths_are_404_and_do_not_pass_the_gate(dashboard_factory) -> None:
+    served = dashboard_factory(require_login=True)
+    with httpx.Client(base_url=served.url, follow_redirects=False) as c:
+        assert c.get("/loginx").status_code == 302  # not the sign-in page: gated
+        assert c.get("/login").status_code == 200
+        ok = c.post("/login", data={"user": "supervisor", "password": PASSWORD})
+        assert ok.status_code == 302
+        for path in ("/loginx", "/nope", "/history/x", "/call/bad id"):
+            assert c.get(path).status_code == 404, path
+        nope = c.get("/api/nope", headers=AUTH)
+        assert nope.status_code == 404 and nope.json() == {"error": "not found"}
+        for path in ("/", "/history", "/upload", "/webhooks", "/call/c-1", "/_dash-layout"):
+            assert c.get(path).status_code == 200, path
