@@ -600,10 +600,23 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
                 results = analyze_file(Path(tmp), settings)
             except Exception as exc:  # bad audio etc.: show the reason, keep serving
                 log.warning("upload analysis failed: %s", exc)
-                return html.Div(f"Could not analyse {filename}: {exc}", className="error")
+                reason = str(exc).replace(tmp, "the file").replace(Path(tmp).name, "the file")
+                if not isinstance(exc, ValueError):  # not an input error: no internals shown
+                    reason = "internal error (logged)"
+                return html.Div(f"Could not analyse {filename}: {reason}", className="error")
         finally:
             os.unlink(tmp)
         windows = _window_dicts(results)
+        if not windows:
+            roles = ", ".join(settings.emotion_roles)
+            return html.Div(
+                f"No emotion windows for {filename}: emotion is inferred for these speaker roles "
+                f"only: {roles} (CALLSENSE_EMOTION_ROLES; agents' emotion is off by default, "
+                "EU AI Act Art. 5(1)(f)). A single voice in a mono file counts as the agent; "
+                "a stereo file needs at least a second of customer speech.",
+                className="error",
+                id="upload-empty",
+            )
         fig = trajectory_figure(windows, title=f"{filename}: {len(windows)} windows")
         return html.Div([dcc.Graph(figure=fig, id="upload-graph")], className="upload-ok")
 

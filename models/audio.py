@@ -8,9 +8,13 @@ converted here, and input that cannot be speech (empty, NaN/inf, not audio) rais
 
 from __future__ import annotations
 
+import logging
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 MODEL_SR = 16000
 MIN_SECONDS = 0.5
@@ -40,16 +44,37 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
 
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
         audio = np.ascontiguousarray(data.T)
-    except Exception as sf_exc:  # noqa: BLE001 - try the second decoder, then report both
+    except Exception as sf_exc:  # noqa: BLE001 - try the second decoder, then report
         try:
             audio, sr = _load_with_torchaudio(path)
         except Exception as ta_exc:  # noqa: BLE001
+            # the user gets the reason in one line; decoder diagnostics go to the debug log
+            log.debug("%s: soundfile: %s; torchaudio: %s", path, sf_exc, ta_exc)
             raise AudioError(
-                f"{path}: not a readable audio file (soundfile: {sf_exc}; fallback: {ta_exc})"
-            ) from ta_exc
+                f"{path}: not a readable audio file ({_reason(sf_exc)}; readable: WAV, FLAC, "
+                f"OGG{', MP3' if _ffmpeg_decoder() else ' (MP3 needs FFmpeg, not found)'})"
+            ) from None
     if audio.size == 0 or audio.shape[-1] == 0:
         raise AudioError(f"{path}: file contains no samples")
     return audio.astype(np.float32, copy=False), int(sr)
+
+
+def _reason(exc: BaseException) -> str:
+    """soundfile's reason without the path it repeats ("Error opening '/x': Format ...")."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if text.startswith("Error opening") and ": " in text:
+        text = text.rsplit(": ", 1)[1]
+    return text.rstrip(".") or "unknown format"
+
+
+@lru_cache(maxsize=1)
+def _ffmpeg_decoder() -> bool:
+    """Whether the fallback decoder (torchcodec on FFmpeg) can load at all."""
+    try:
+        import torchcodec.decoders  # noqa: F401
+    except Exception:  # noqa: BLE001 - any load failure means no fallback
+        return False
+    return True
 
 
 def _load_with_torchaudio(path: Path) -> tuple[np.ndarray, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,8 @@ def stereo_call(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def test_extract_windows_per_channel_in_stream_order(stereo_call: Path) -> None:
     audio, sr = load_call_audio(stereo_call)
-    wins, info = extract_windows(audio, sr, StageConfig(), agent_channel=0)
+    both = StageConfig(emotion_roles=("customer", "agent"))  # the agent's windows too (opt-in)
+    wins, info = extract_windows(audio, sr, both, agent_channel=0)
     assert [(s["speaker"], s["role"], s["channel"]) for s in info] == [
         ("ch0", "agent", 0),
         ("ch1", "customer", 1),
@@ -47,7 +49,7 @@ def test_extract_windows_per_channel_in_stream_order(stereo_call: Path) -> None:
         assert [w.start_ms for w in ws] == sorted(w.start_ms for w in ws)
     # agent speech is only in the agent's turns: its windows start after the first customer turn
     assert by["ch0"][0].start_ms > 3000
-    swapped, _ = extract_windows(audio, sr, StageConfig(), agent_channel=1)
+    swapped, _ = extract_windows(audio, sr, both, agent_channel=1)
     assert {w.role for w in swapped if w.speaker == "ch0"} == {"customer"}
 
 
@@ -100,7 +102,30 @@ def shipped_model() -> Path:
     return model_dir
 
 
-def test_analyze_json_labels_angry_customer(stereo_call: Path, shipped_model: Path) -> None:
+@pytest.fixture
+def both_roles(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Agent emotion opted in (CALLSENSE_EMOTION_ROLES=customer,agent) for one test."""
+    from callsense.settings import get_settings
+
+    monkeypatch.setenv("CALLSENSE_EMOTION_ROLES", "customer,agent")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_analyze_infers_the_customers_emotion_only_by_default(
+    stereo_call: Path, shipped_model: Path
+) -> None:
+    res = CliRunner().invoke(analyze_cmd, [str(stereo_call), "--json"])
+    assert res.exit_code == 0, res.output
+    spk = {s["speaker"]: s for s in json.loads(res.output)["speakers"]}
+    assert spk["ch0"]["role"] == "agent" and spk["ch0"]["windows"] == []
+    assert spk["ch0"]["talk_time_s"] > 2.0 and len(spk["ch1"]["windows"]) >= 4
+
+
+def test_analyze_json_labels_angry_customer(
+    stereo_call: Path, shipped_model: Path, both_roles: None
+) -> None:
     res = CliRunner().invoke(analyze_cmd, [str(stereo_call), "--json", "--call-id", "c1"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
@@ -145,7 +170,7 @@ def test_analyze_csv_and_table_agree_with_json(stereo_call: Path, shipped_model:
 
 
 def test_analyze_mono_ogg_at_another_rate(
-    shared_data: Path, tmp_path: Path, shipped_model: Path
+    shared_data: Path, tmp_path: Path, shipped_model: Path, both_roles: None
 ) -> None:
     """A mono OGG/Vorbis file at 22.05 kHz of one voice: the diarizer (on by default, as in
     the stream) finds one speaker, the agent by the default 'first' rule; windows in call
