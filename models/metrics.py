@@ -64,6 +64,31 @@ def angry_vs_rest_auc(probs: np.ndarray, y_true: np.ndarray, labels: list[str]) 
     return float(roc_auc_score(positive, probs[:, k]))
 
 
+#: a window counts towards the anger alerts when it is labelled angry with at least this
+#: calibrated confidence (the default CALLSENSE_UNCERTAIN_THRESHOLD; below it: "uncertain")
+ALERT_CONFIDENCE = 0.45
+
+
+def angry_alert_signal(
+    probs: np.ndarray, y_true: np.ndarray, labels: list[str], confidence: float = ALERT_CONFIDENCE
+) -> dict | None:
+    """Precision and recall of the windows the alert rules count as angry (arg-max angry at
+    ``confidence`` or more) against the angry references; None without an angry class."""
+    if "angry" not in labels:
+        return None
+    k = labels.index("angry")
+    flagged = (probs.argmax(axis=1) == k) & (probs.max(axis=1) >= confidence)
+    positive = np.asarray(y_true) == k
+    tp = int((flagged & positive).sum())
+    return {
+        "confidence": confidence,
+        "flagged": int(flagged.sum()),
+        "angry": int(positive.sum()),
+        "precision": tp / int(flagged.sum()) if flagged.any() else None,
+        "recall": tp / int(positive.sum()) if positive.any() else None,
+    }
+
+
 def evaluate_predictions(probs: np.ndarray, y_true: np.ndarray, labels: list[str]) -> dict:
     """All metrics for (N, C) probabilities and integer references."""
     y_true = np.asarray(y_true, int)
@@ -77,6 +102,7 @@ def evaluate_predictions(probs: np.ndarray, y_true: np.ndarray, labels: list[str
         "n": int(len(y_true)),
         "classes_present": [lab for lab, here in zip(labels, present, strict=True) if here],
         "angry_auc": angry_vs_rest_auc(probs, y_true, labels),
+        "angry_alert": angry_alert_signal(probs, y_true, labels),
         "ua": float(recall[present].mean()),
         "wa": float((y_pred == y_true).mean()),
         "macro_f1": float(f1[in_play].mean()),

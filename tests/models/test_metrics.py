@@ -69,3 +69,18 @@ def test_angry_vs_rest_auc() -> None:
     m = evaluate_predictions(probs, y, labels)
     assert m["angry_auc"] == pytest.approx(5 / 6)
     assert m["classes_present"] == labels
+
+
+def test_angry_alert_signal_counts_confident_angry_windows() -> None:
+    from callsense.models.metrics import angry_alert_signal
+
+    labels = ["angry", "happy", "neutral", "sad"]
+    probs = np.array([
+        [0.90, 0.05, 0.03, 0.02],  # angry, confident: flagged, right
+        [0.40, 0.30, 0.20, 0.10],  # angry arg-max below 0.45: not flagged (uncertain)
+        [0.60, 0.10, 0.20, 0.10],  # flagged, wrong (neutral)
+        [0.10, 0.10, 0.70, 0.10],
+    ])  # fmt: skip
+    sig = angry_alert_signal(probs, np.array([0, 0, 2, 2]), labels)
+    assert sig == {"confidence": 0.45, "flagged": 2, "angry": 2, "precision": 0.5, "recall": 0.5}
+    assert angry_alert_signal(probs[:, 1:], np.array([0, 0, 1, 1]), labels[1:]) is None
