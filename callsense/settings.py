@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     state_retention_ms: int = Field(
         3600 * 1000, description="retention.ms of the worker's call-state changelog topic."
     )
+    call_idle_timeout_s: float = Field(
+        60.0,
+        ge=5.0,
+        description="A call with no audio for this long ends as 'abandoned' (summary written, "
+        "its alerts resolved), also when its producer died without a call_end.",
+    )
     worker_session_timeout_s: float = Field(
         10.0,
         gt=0,

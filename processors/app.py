@@ -267,7 +267,22 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
         async with batch_lock:
             await _step(events)
 
-    async def _step(events: list[Any]) -> None:
+    last_adopt = [0.0]
+
+    def _unseen_live_states() -> dict[str, Any]:
+        """Every few seconds: stored states of this worker's calls that are still active but
+        not in the processor (a restart, a rebalance), so idle ones can end as abandoned."""
+        if time.monotonic() - last_adopt[0] < 5.0:
+            return {}
+        last_adopt[0] = time.monotonic()
+        out = {}
+        for key, state in list(call_state.data.items()):
+            cid = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+            if isinstance(state, dict) and not state.get("ended") and cid not in processor.live:
+                out[cid] = dirty.get(cid) or state
+        return out
+
+    async def _step(events: list[Any], adopt: dict[str, Any] | None = None) -> None:
         batch = [
             Incoming(
                 e.message.value, e.message.key, e.message.topic, e.message.partition,
@@ -275,7 +290,7 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
             )
             for e in events
         ]  # fmt: skip
-        states: dict[str, Any] = {}
+        states: dict[str, Any] = dict(adopt or {})
         for m in batch:
             if m.key:
                 cid = m.key.decode("utf-8", "replace")
@@ -297,9 +312,9 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
         for tp, offset in guard.overdue():  # a hole whose records have not come back yet
             log.warning("partition %s: offset %d still missing; seeking back again", tp, offset)
             await _seek(tp, offset)
-        try:  # an empty step ends calls whose call_end waited too long for missing chunks
+        try:  # an empty step ends calls whose call_end waited too long, or idle calls
             async with batch_lock:
-                await _step([])
+                await _step([], _unseen_live_states())
         except Exception:
             _fatal("idle step failed")
         if (dirty or held) and time.monotonic() - last_ckpt[

@@ -177,6 +177,7 @@ class CallContext:
         self.speaker_states: dict[str, Any] = {}
         # a diarized mono call: its MonoDiarizedStream (speakers appear as it finds them)
         self.diar: Any = None
+        self.last_audio_at = time.time()  # wall clock of its newest chunk (or its start)
 
     def to_state(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -185,6 +186,7 @@ class CallContext:
             "next_seq": self.next_seq,
             "total_samples": self.total_samples,
             "ended": self.ended,
+            "last_audio_at": self.last_audio_at,
         }
         if not self.ended:
             d["waiting"] = dict(self.waiting)
@@ -214,6 +216,7 @@ class CallProcessor:
             log.warning(notice)
         self.classifier = classifier
         self.live: dict[str, CallContext] = {}
+        self.idle_timeout_s = float(settings.call_idle_timeout_s)
         self.diarize_mono = bool(getattr(settings, "diarization_mono", False))
         if self.diarize_mono:  # refuse a configuration whose checkpoints cannot fit
             check_checkpoint_budget(settings, self.cfg)
@@ -268,6 +271,7 @@ class CallProcessor:
         ctx.waiting = dict(state.get("waiting") or {})
         ctx.end_event = state.get("end_event")
         ctx.end_waiting_since = state.get("end_waiting_since")
+        ctx.last_audio_at = float(state.get("last_audio_at") or time.time())
         if not ctx.ended:
             ctx.pipelines = {
                 k: SpeakerPipeline.from_state(self.cfg, v)
@@ -351,6 +355,10 @@ class CallProcessor:
                 )
             )
 
+        for cid, state in states.items():  # adopt live calls (e.g. after a restart) for the
+            if state and not state.get("ended") and cid not in self.live:  # idle check below
+                self._context(cid, state)
+
         for msg in batch:
             if msg.key is None:  # partitioning by call id is what keeps a call's chunks in order
                 dead(msg, "message has no key (the key must be the call id)", None)
@@ -383,6 +391,7 @@ class CallProcessor:
                         dead(msg, f"chunk seq {ev.seq} after call_end of {cid!r}", cid)
                     else:
                         touch(ctx)
+                        ctx.last_audio_at = time.time()
                         reason = self._check(ctx, ev)
                         if reason:
                             dead(msg, reason, cid)
@@ -407,7 +416,8 @@ class CallProcessor:
                 log.exception("stage error on call %s", cid)
                 dead(msg, f"stage error: {type(exc).__name__}: {exc}", cid)
 
-        # a call_end still missing chunks long after it arrived: end with what is there
+        # a call_end still missing chunks long after it arrived: end with what is there;
+        # a call without audio for the idle timeout (its producer is gone): end it as abandoned
         now = time.time()
         for ctx in list(self.live.values()):
             since = ctx.end_waiting_since
@@ -415,6 +425,15 @@ class CallProcessor:
                 log.warning("call %s: ending without missing chunks", ctx.start.call_id)
                 touch(ctx)
                 self._drain(ctx, pending, after, res, force=True)
+            elif not ctx.ended and since is None and now - ctx.last_audio_at > self.idle_timeout_s:
+                cid = ctx.start.call_id
+                log.warning("call %s: no audio for %.0f s; ending it as abandoned", cid,
+                            now - ctx.last_audio_at)  # fmt: skip
+                ctx.end_event = {"call_id": cid, "last_seq": -1, "ts": now, "status": "abandoned",
+                                 "total_samples": ctx.total_samples}  # fmt: skip
+                touch(ctx)
+                self._drain(ctx, pending, after, res, force=True)
+                res.stats["calls_abandoned"] += 1
 
         # one batched inference over every call of the micro-batch
         cids = [c for c in order if pending.get(c)]
@@ -535,7 +554,8 @@ class CallProcessor:
         ts = float((ctx.end_event or {}).get("ts", 0.0))
         ctx.ended, ctx.ended_ts = True, ts
         ctx.waiting.clear()
+        status = str((ctx.end_event or {}).get("status", "ended"))
         after.setdefault(cid, []).append(
-            call_ended_event(cid, duration, talk, ts, speakers=ctx.speakers)
+            call_ended_event(cid, duration, talk, ts, speakers=ctx.speakers, status=status)
         )
         res.stats["calls_ended"] += 1

@@ -287,12 +287,15 @@ def call_ended_event(
     talk_time_s: dict[str, float],
     ts: float,
     speakers: list[tuple[str, str, int | None]] | None = None,
+    status: str = "ended",
 ) -> dict[str, Any]:
     """``speakers``: every speaker of the call (a diarized mono call's call_started cannot
-    list them up front: they are found as the call goes)."""
+    list them up front: they are found as the call goes). ``status``: ended, or abandoned
+    (no audio for CALLSENSE_CALL_IDLE_TIMEOUT_S and no call_end)."""
     d: dict[str, Any] = {
         "kind": "call_ended",
         "call_id": call_id,
+        "status": status,
         "duration_s": float(duration_s),
         "talk_time_s": {k: float(v) for k, v in talk_time_s.items()},
         "ts": ts,

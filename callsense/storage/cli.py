@@ -180,7 +180,9 @@ def _redact(url: str) -> str:
 @click.option("--agent", default=None, help="Agent id.")
 @click.option("--customer", default=None, help="Customer id.")
 @click.option("--queue", default=None, help="Queue.")
-@click.option("--status", type=click.Choice(["active", "ended", "failed"]), default=None)
+@click.option(
+    "--status", type=click.Choice(["active", "ended", "abandoned", "failed"]), default=None
+)
 @click.option("--min-anger-share", type=float, default=None, help="Minimum anger share 0-1.")
 @click.option("--alerted/--not-alerted", default=None, help="Only calls with / without alerts.")
 @click.option("--min-duration", "min_duration_s", type=float, default=None, help="Seconds.")

@@ -49,6 +49,9 @@ def _as_utc(v: datetime | None) -> datetime | None:
     return v
 
 
+CallStatus = Literal["active", "ended", "abandoned", "failed"]
+
+
 class CallQuery(BaseModel):
     """Filters, order and page of a call search (unknown fields are an error)."""
 
@@ -59,7 +62,7 @@ class CallQuery(BaseModel):
     agent: str | None = Field(None, pattern=ID_PATTERN, description="Agent id (exact).")
     customer: str | None = Field(None, pattern=ID_PATTERN, description="Customer id (exact).")
     queue: str | None = Field(None, pattern=ID_PATTERN, description="Queue (exact).")
-    status: Literal["active", "ended", "failed"] | None = Field(None, description="Call status.")
+    status: CallStatus | None = Field(None, description="Call status.")
     min_anger_share: float | None = Field(
         None, ge=0, le=1, allow_inf_nan=False, description="Minimum anger share 0-1."
     )

@@ -121,16 +121,20 @@ def ensure_call(session: Session, call_id: str) -> None:
     )
 
 
+ENDED_STATUSES = ("ended", "abandoned")
+
+
 def end_call(session: Session, ev: dict[str, Any]) -> dict[str, Any]:
     """Mark the call ended and upsert its summary from the stored windows; returns the summary."""
     from callsense.storage.summary import summarize_call
 
     call_id = ev["call_id"]
+    status = ev.get("status") if ev.get("status") in ENDED_STATUSES else "ended"
     ensure_call(session, call_id)
     session.execute(
         update(Call)
         .where(Call.call_id == call_id)
-        .values(status="ended", ended_at=_ts(ev.get("ts")) or datetime.now(UTC))
+        .values(status=status, ended_at=_ts(ev.get("ts")) or datetime.now(UTC))
     )
     rows = [
         {c: getattr(w, c) for c in WINDOW_COLUMNS}

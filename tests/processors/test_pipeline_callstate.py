@@ -226,3 +226,27 @@ def test_reorder_buffer_is_bounded_in_bytes(
     assert res.stats["missing_chunks"] == 1
     assert state["next_seq"] == 6 and not state["waiting"]
     assert len(json.dumps(state)) < limit
+
+
+def test_a_call_without_audio_ends_as_abandoned_also_after_a_restart(
+    classifier: BatchClassifier,
+) -> None:
+    settings = Settings(call_idle_timeout_s=5)
+    tone = (0.1 * np.random.default_rng(1).standard_normal((2, 4000))).astype(np.float32)
+    msgs = [CallStart("gone", 16000, 2).to_json(),
+            AudioChunk.from_array("gone", 0, 0, 16000, tone).to_json()]  # fmt: skip
+    p = CallProcessor(settings, classifier)
+    res = p.process([Incoming(m, b"gone", "t", 0, i) for i, m in enumerate(msgs)], {})
+    assert p.process([], {}).outputs == []  # not idle yet
+    p.live["gone"].last_audio_at -= 6
+    state = p.live["gone"].to_state()  # as checkpointed before a restart
+
+    ended = [o for o in p.process([], {}).outputs if o["kind"] == "call_ended"]
+    assert len(ended) == 1 and ended[0]["status"] == "abandoned"
+    assert set(ended[0]["talk_time_s"]) == {"ch0", "ch1"}
+
+    fresh = CallProcessor(settings, classifier)  # a restarted worker: nothing live
+    assert fresh.process([], {}).outputs == []
+    res = fresh.process([], {"gone": state})  # the worker hands over its stored active calls
+    assert [o["status"] for o in res.outputs if o["kind"] == "call_ended"] == ["abandoned"]
+    assert res.states["gone"]["ended"] and res.stats["calls_abandoned"] == 1

@@ -107,3 +107,21 @@ def test_stereo_speakers_keep_their_channels(database_url: str) -> None:
     finally:
         writer.close()
     assert _speakers(database_url, "st") == [("ch0", "agent", 0), ("ch1", "customer", 1)]
+
+
+def test_an_abandoned_call_is_stored_as_abandoned_with_its_summary(database_url: str) -> None:
+    writer = Writer(database_url)
+    try:
+        batches = _events("gone-1")
+        batches[2][-1] = {**batches[2][-1], "status": "abandoned"}
+        for b in batches:
+            writer.write(b)
+        writer.write([{**batches[2][-1], "status": "bogus", "call_id": "gone-2"}])
+    finally:
+        writer.close()
+    with session_factory(make_engine(database_url)).begin() as s:
+        gone = get_call(s, "gone-1")
+        other = get_call(s, "gone-2")
+    assert gone is not None and gone["call"]["status"] == "abandoned"
+    assert gone["summary"] is not None
+    assert other is not None and other["call"]["status"] == "ended"  # unknown status: ended
