@@ -177,7 +177,7 @@ class CallContext:
         self.speaker_states: dict[str, Any] = {}
         # a diarized mono call: its MonoDiarizedStream (speakers appear as it finds them)
         self.diar: Any = None
-        self.last_audio_at = time.time()  # wall clock of its newest chunk (or its start)
+        self.last_audio_ts = start.ts  # producer time of its newest chunk (or of its start)
 
     def to_state(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -186,7 +186,7 @@ class CallContext:
             "next_seq": self.next_seq,
             "total_samples": self.total_samples,
             "ended": self.ended,
-            "last_audio_at": self.last_audio_at,
+            "last_audio_ts": self.last_audio_ts,
         }
         if not self.ended:
             d["waiting"] = dict(self.waiting)
@@ -217,6 +217,10 @@ class CallProcessor:
         self.classifier = classifier
         self.live: dict[str, CallContext] = {}
         self.idle_timeout_s = float(settings.call_idle_timeout_s)
+        # idleness is judged on producer time: a worker catching up on a backlog sees other
+        # calls' chunks move the watermark on, and only a quiet input means a quiet call
+        self.watermark_ts = 0.0  # newest producer ts of any chunk processed here
+        self.last_input_at = time.time()  # wall clock of the newest non-empty batch
         self.diarize_mono = bool(getattr(settings, "diarization_mono", False))
         if self.diarize_mono:  # refuse a configuration whose checkpoints cannot fit
             check_checkpoint_budget(settings, self.cfg)
@@ -271,7 +275,7 @@ class CallProcessor:
         ctx.waiting = dict(state.get("waiting") or {})
         ctx.end_event = state.get("end_event")
         ctx.end_waiting_since = state.get("end_waiting_since")
-        ctx.last_audio_at = float(state.get("last_audio_at") or time.time())
+        ctx.last_audio_ts = float(state.get("last_audio_ts") or start.ts)
         if not ctx.ended:
             ctx.pipelines = {
                 k: SpeakerPipeline.from_state(self.cfg, v)
@@ -322,6 +326,8 @@ class CallProcessor:
         Synchronous and CPU-bound: the agent runs it in the inference executor.
         """
         res = BatchResult()
+        if batch:
+            self.last_input_at = time.time()
         touched: dict[str, CallContext] = {}
         pending: dict[str, list[Any]] = {}  # call_id -> windows awaiting classification
         before: dict[str, list[dict[str, Any]]] = {}  # call_started events
@@ -391,7 +397,9 @@ class CallProcessor:
                         dead(msg, f"chunk seq {ev.seq} after call_end of {cid!r}", cid)
                     else:
                         touch(ctx)
-                        ctx.last_audio_at = time.time()
+                        ts = ev.ts or time.time()  # a chunk without ts: arrival time
+                        ctx.last_audio_ts = max(ctx.last_audio_ts, ts)
+                        self.watermark_ts = max(self.watermark_ts, ts)
                         reason = self._check(ctx, ev)
                         if reason:
                             dead(msg, reason, cid)
@@ -425,10 +433,10 @@ class CallProcessor:
                 log.warning("call %s: ending without missing chunks", ctx.start.call_id)
                 touch(ctx)
                 self._drain(ctx, pending, after, res, force=True)
-            elif not ctx.ended and since is None and now - ctx.last_audio_at > self.idle_timeout_s:
+            elif not ctx.ended and since is None and self._idle(ctx, now):
                 cid = ctx.start.call_id
                 log.warning("call %s: no audio for %.0f s; ending it as abandoned", cid,
-                            now - ctx.last_audio_at)  # fmt: skip
+                            max(self.watermark_ts, now) - ctx.last_audio_ts)  # fmt: skip
                 ctx.end_event = {"call_id": cid, "last_seq": -1, "ts": now, "status": "abandoned",
                                  "total_samples": ctx.total_samples}  # fmt: skip
                 touch(ctx)
@@ -453,6 +461,14 @@ class CallProcessor:
                 ctx.smoothers.clear()
                 ctx.speaker_states.clear()
         return res
+
+    def _idle(self, ctx: CallContext, now: float) -> bool:
+        """No chunk of ``ctx`` for the idle timeout: while other calls' chunks went on (their
+        producer time passed it by), or while no input at all reached this worker."""
+        timeout = self.idle_timeout_s
+        if self.watermark_ts - ctx.last_audio_ts > timeout:
+            return True
+        return now - self.last_input_at > timeout and now - ctx.last_audio_ts > timeout
 
     # ---------------------------------------------------------------- chunk helpers
     def _check(self, ctx: CallContext, ev: AudioChunk) -> str | None:

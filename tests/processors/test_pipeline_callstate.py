@@ -238,15 +238,24 @@ def test_a_call_without_audio_ends_as_abandoned_also_after_a_restart(
     p = CallProcessor(settings, classifier)
     res = p.process([Incoming(m, b"gone", "t", 0, i) for i, m in enumerate(msgs)], {})
     assert p.process([], {}).outputs == []  # not idle yet
-    p.live["gone"].last_audio_at -= 6
     state = p.live["gone"].to_state()  # as checkpointed before a restart
 
-    ended = [o for o in p.process([], {}).outputs if o["kind"] == "call_ended"]
-    assert len(ended) == 1 and ended[0]["status"] == "abandoned"
+    # another call's chunks, 6 s of producer time later: "gone" has been quiet for longer
+    # than the timeout while input went on (a worker catching up would see the same)
+    later = AudioChunk.from_array("live", 0, 0, 16000, tone)
+    later.ts += 6
+    other = [CallStart("live", 16000, 2).to_json(), later.to_json()]
+    res = p.process([Incoming(m, b"live", "t", 0, 9 + i) for i, m in enumerate(other)], {})
+    ended = [o for o in res.outputs if o["kind"] == "call_ended"]
+    assert [(o["call_id"], o["status"]) for o in ended] == [("gone", "abandoned")]
     assert set(ended[0]["talk_time_s"]) == {"ch0", "ch1"}
 
-    fresh = CallProcessor(settings, classifier)  # a restarted worker: nothing live
-    assert fresh.process([], {}).outputs == []
-    res = fresh.process([], {"gone": state})  # the worker hands over its stored active calls
+    # a restarted worker adopts the stored state; with no input at all for the timeout, the
+    # call ends too (no backlog can hold its chunks then)
+    fresh = CallProcessor(settings, classifier)
+    assert fresh.process([], {"gone": state}).outputs == []  # just restarted: not yet
+    fresh.last_input_at -= 6
+    fresh.live["gone"].last_audio_ts -= 6
+    res = fresh.process([], {})
     assert [o["status"] for o in res.outputs if o["kind"] == "call_ended"] == ["abandoned"]
     assert res.states["gone"]["ended"] and res.stats["calls_abandoned"] == 1
