@@ -351,6 +351,8 @@ def _window_dicts(results: list[Any]) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------- app
+LIVE_MAX_CARDS = 200  # beyond this the live page says how many it does not show
+
 PAGE_PATHS = frozenset({"/", "/history", "/upload", "/webhooks"})
 DASH_PREFIXES = ("/_dash-", "/_reload-hash", "/_favicon.ico", "/assets/")
 
@@ -471,7 +473,18 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             raise PreventUpdate
         if not calls:
             return html.P("No active calls.", className="muted"), new
-        return [_call_card(c) for c in calls], new
+        active = sum(c["status"] == "active" for c in calls)
+        alerted = sum(bool(c["alerts"]) for c in calls)
+        shown = calls[:LIVE_MAX_CARDS]
+        head = (
+            f"{active} active call{'s' * (active != 1)}, {alerted} with open alerts; "
+            f"ranked by attention (alerts, customer anger now and rising, duration)"
+        )
+        if len(shown) < len(calls):
+            head += f"; showing the top {len(shown)} of {len(calls)} (the rest: History)"
+        return [html.P(head, className="muted", id="live-count")] + [
+            _call_card(c) for c in shown
+        ], new
 
     @app.callback(
         Output("call-meta", "children"),

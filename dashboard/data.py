@@ -22,17 +22,32 @@ def _current(w: EmotionWindow) -> tuple[str, float]:
     return label, conf
 
 
-def live_overview(session: Session, max_calls: int = 30) -> list[dict[str, Any]]:
-    """Active calls (and calls ended in the last two minutes), newest first."""
+SEVERITY_POINTS = {"critical": 100.0, "warning": 50.0, "info": 10.0}
+
+
+def attention(call: dict[str, Any]) -> float:
+    """How much a call needs a supervisor now, highest first on the live view and in /api/live:
+    its open alerts by severity (critical 100, warning 50, info 10 each), the customer's anger
+    now (0-1, x 40) and its trend over the sparkline (last minus first, x 20, rises only), and
+    a little for length (1 per 5 minutes). An ended call ranks below every active one."""
+    score = sum(SEVERITY_POINTS.get(a.get("severity", ""), 10.0) for a in call["alerts"])
+    for s in call["speakers"]:
+        if s["role"] == "customer" and s["anger"]:
+            score += 40.0 * s["anger"][-1] + 20.0 * max(0.0, s["anger"][-1] - s["anger"][0])
+    score += call["call_time_s"] / 300.0
+    return round(score if call["status"] == "active" else score - 1000.0, 2)
+
+
+def live_overview(session: Session, max_calls: int | None = None) -> list[dict[str, Any]]:
+    """Active calls (and calls ended in the last two minutes), ranked by :func:`attention`
+    (ties: newest first). Every one of them unless ``max_calls`` is given."""
     since = datetime.now(UTC) - RECENT_ENDED
-    calls = list(
-        session.scalars(
-            select(Call)
-            .where(or_(Call.status == "active", Call.ended_at >= since))
-            .order_by(Call.started_at.desc(), Call.call_id)
-            .limit(max_calls)
-        )
+    query = (
+        select(Call)
+        .where(or_(Call.status == "active", Call.ended_at >= since))
+        .order_by(Call.started_at.desc(), Call.call_id)
     )
+    calls = list(session.scalars(query))
     ids = [c.call_id for c in calls]
     alerts_by_call: dict[str, list[dict]] = {}
     for a in open_alerts(session, ids) if ids else []:
@@ -83,4 +98,6 @@ def live_overview(session: Session, max_calls: int = 30) -> list[dict[str, Any]]
                 "n_windows": len(windows),
             }
         )
-    return out
+        out[-1]["attention"] = attention(out[-1])
+    out.sort(key=lambda c: -c["attention"])  # stable: newest first among equals
+    return out if max_calls is None else out[:max_calls]

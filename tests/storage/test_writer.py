@@ -62,7 +62,7 @@ def test_diarized_speakers_come_from_their_first_windows(database_url: str) -> N
             ("spk1", "customer", None),
         ]
         with session_factory(make_engine(database_url)).begin() as s:  # dashboard, live
-            from dashboard.data import live_overview
+            from callsense.dashboard.data import live_overview
 
             live = {c["call_id"]: c for c in live_overview(s)}
         roles = {sp["speaker"]: sp["role"] for sp in live["mono-1"]["speakers"]}
