@@ -112,6 +112,35 @@ def make_api(
             return _error(404, "no such call")
         return jsonify(detail)
 
+    @bp.get("/live")
+    def live() -> Any:
+        if request.args:
+            return _error(400, "this route takes no query parameters")
+        from callsense.dashboard.data import live_overview
+
+        with session_factory() as s:
+            calls = live_overview(s)
+        items = [
+            {
+                "call_id": c["call_id"],
+                "status": c["status"],
+                "attention": c["attention"],
+                "agent_id": c["agent_id"],
+                "customer_id": c["customer_id"],
+                "queue": c["queue"],
+                "call_time_s": c["call_time_s"],
+                "open_alerts": len(c["alerts"]),
+                "max_severity": _max_severity(c["alerts"]),
+                "speakers": [
+                    {k: sp.get(k) for k in ("speaker", "role", "label", "confidence", "uncertain")}
+                    | {"anger": sp["anger"][-1] if sp.get("anger") else None}
+                    for sp in c["speakers"]
+                ],
+            }
+            for c in calls
+        ]
+        return jsonify({"total": len(items), "items": items})
+
     @bp.get("/alerts")
     def alerts() -> Any:
         try:
@@ -147,6 +176,12 @@ def make_api(
         return jsonify(openapi_document())
 
     return bp
+
+
+def _max_severity(alerts: list[dict[str, Any]]) -> str | None:
+    order = ["info", "warning", "critical"]
+    found = [a.get("severity") for a in alerts if a.get("severity") in order]
+    return max(found, key=order.index) if found else None
 
 
 def install_error_handlers(app: Flask) -> None:
@@ -217,6 +252,38 @@ def openapi_document() -> dict[str, Any]:
         }
     )
 
+    nullable_str = {"type": ["string", "null"]}
+    nullable_num = {"type": ["number", "null"]}
+    live_call = {
+        "type": "object",
+        "properties": {
+            "call_id": {"type": "string"},
+            "status": {"type": "string"},
+            "attention": {"type": "number", "description": "higher = needs a supervisor more"},
+            "agent_id": nullable_str,
+            "customer_id": nullable_str,
+            "queue": nullable_str,
+            "call_time_s": {"type": "number"},
+            "open_alerts": {"type": "integer"},
+            "max_severity": {"type": ["string", "null"], "enum": ["info", "warning", "critical",
+                                                                   None]},
+            "speakers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "speaker": {"type": "string"},
+                        "role": {"type": "string"},
+                        "label": nullable_str,
+                        "confidence": nullable_num,
+                        "uncertain": {"type": ["boolean", "null"]},
+                        "anger": nullable_num,
+                    },
+                },
+            },
+        },
+    }
+
     def page(item: str) -> dict[str, Any]:
         return {
             "type": "object",
@@ -276,6 +343,23 @@ def openapi_document() -> dict[str, Any]:
                         }
                     ],
                     "responses": {"200": {"description": "The call"}, "404": err, **common},
+                }
+            },
+            "/api/live": {
+                "get": {
+                    "summary": "Every active call (and those ended in the last 2 min), ranked "
+                    "by attention as on the live view, with each speaker's current emotion.",
+                    "responses": {
+                        "200": {
+                            "description": "The ranked live calls",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/LivePage"}
+                                }
+                            },
+                        },
+                        **common,
+                    },
                 }
             },
             "/api/alerts": {
@@ -342,6 +426,17 @@ def openapi_document() -> dict[str, Any]:
                 "Alert": alert,
                 "CallPage": page("Call"),
                 "AlertPage": page("Alert"),
+                "LiveCall": live_call,
+                "LivePage": {
+                    "type": "object",
+                    "properties": {
+                        "total": {"type": "integer"},
+                        "items": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/LiveCall"},
+                        },
+                    },
+                },
             },
         },
     }

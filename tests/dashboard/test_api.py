@@ -298,3 +298,20 @@ def test_unknown_paths_are_404_and_do_not_pass_the_gate(dashboard_factory) -> No
         assert nope.status_code == 404 and nope.json() == {"error": "not found"}
         for path in ("/", "/history", "/upload", "/webhooks", "/call/c-1", "/_dash-layout"):
             assert c.get(path).status_code == 200, path
+
+
+def test_live_returns_the_ranked_calls_matching_its_schema(api: httpx.Client) -> None:
+    import jsonschema
+
+    doc = api.get("/api/openapi.json").json()
+    r = api.get("/api/live", headers=AUTH)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["total"] == len(body["items"]) >= 1
+    schema = {**doc["components"]["schemas"]["LivePage"], "components": doc["components"]}
+    resolver_doc = {"components": doc["components"], **schema}
+    jsonschema.validate(body, resolver_doc)
+    ranks = [c["attention"] for c in body["items"]]
+    assert ranks == sorted(ranks, reverse=True)
+    assert api.get("/api/live").status_code == 401
+    assert api.get("/api/live?x=1", headers=AUTH).status_code == 400
