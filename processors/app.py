@@ -364,7 +364,11 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
 
     # ---- agent 3: windows → alert rules → database + callsense.alerts --------------------
     from callsense.processors.alerts import ALERTS_TOPIC, AlertEngine, AlertEvent, parse_rules
-    from callsense.processors.webhooks import Message, deliverer_from_settings
+    from callsense.processors.webhooks import (
+        Message,
+        WebhookDispatcher,
+        deliverer_from_settings,
+    )
 
     from callsense.storage.alerts import AlertStore
 
@@ -410,26 +414,23 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
     # ---- agent 4: callsense.alerts → signed webhooks (retries + delivery log) ------------
     if deliverer is not None:
 
+        dispatcher = WebhookDispatcher(deliverer)
+
         @app.agent(alerts_topic, name="deliver_webhooks")
         async def deliver_webhooks(stream: Any) -> None:
-            async for value in stream:
+            async for event in stream.events():
+                value = event.value
                 try:
                     msg = Message.from_alert_event(AlertEvent.from_json(json.loads(value)))
                 except (ValueError, KeyError, TypeError) as exc:
                     dl = deadletter_event("webhooks", f"unreadable alert event: {exc}", value)
                     await send_all(deadletter_topic, [dl])
                     continue
-                await deliver_webhooks_once(deliverer, msg)
+                # the offset is committed once every endpoint is done with the message
+                event.message.incref()
+                await dispatcher.submit(msg, on_done=event.ack)
 
     return app
-
-
-async def deliver_webhooks_once(deliverer: Any, msg: Any) -> None:
-    """Deliver one alert change; network errors are logged per attempt, never raised."""
-    attempts = await deliverer.deliver(msg)
-    if attempts and not any(a.ok for a in attempts):
-        log.error("webhook %s (%s) not delivered after %d attempts", msg.id, msg.type,
-                  len(attempts))  # fmt: skip
 
 
 async def _retry_db(call: Any) -> None:

@@ -8,9 +8,11 @@ configured endpoint whose filter matches. Headers::
     webhook-signature: v1,<base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}"))>
 
 The key is the secret from ``CALLSENSE_WEBHOOK_SECRET``: ``whsec_<base64>`` is decoded, any
-other string is used as UTF-8 bytes. Failed attempts (non-2xx, timeout, connection error) are
-retried with exponential backoff and jitter; every attempt is logged in ``webhook_deliveries``
-and an event already delivered to an endpoint is never sent there again.
+other string is used as UTF-8 bytes. Failed attempts (timeout, connection error, 5xx, 408, 429)
+are retried with exponential backoff and jitter; another 4xx is not retried, and 410 Gone
+disables the endpoint. Every attempt is logged in ``webhook_deliveries`` and an event already
+delivered to an endpoint is never sent there again. Each endpoint has its own queue and sender
+(:class:`WebhookDispatcher`): a hanging endpoint never delays another.
 
 Endpoints (``CALLSENSE_WEBHOOK_URL``): comma separated; each may carry a filter in its URL
 fragment, which is never sent: ``https://ops.example/hook#rule=customer_anger|negative_sustained
@@ -24,6 +26,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from callsense.settings import Settings
 
 SIGNATURE_TOLERANCE_S = 300
+logger = logging.getLogger(__name__)
 
 
 class WebhookVerificationError(Exception):
@@ -250,11 +254,94 @@ class WebhookDeliverer:
             out.append(a)
             if self.log is not None:
                 await asyncio.to_thread(self.log.record, msg, a)
-            if a.ok:
+            if a.ok or not retryable(a.status_code):
                 break
             if attempt < first + self.max_attempts - 1:
                 await self.sleep(self.delay(attempt - first + 1))
         return out
+
+
+def retryable(status_code: int | None) -> bool:
+    """Timeouts, connection errors, 5xx, 408 and 429 are worth another attempt; any other
+    answer (a 4xx: the receiver refuses this request as it is) is not."""
+    return status_code is None or status_code >= 500 or status_code in (408, 429)
+
+
+class WebhookDispatcher:
+    """One queue and one sender per endpoint, so a slow or hanging endpoint delays only its
+    own deliveries. ``submit`` returns once the message is queued everywhere it goes (it waits
+    while a queue is full: backpressure); ``on_done`` runs when every endpoint has finished
+    with it (delivered, given up, or skipped), which is when its Kafka offset may be
+    committed. An endpoint answering 410 Gone is disabled until the worker restarts."""
+
+    def __init__(self, deliverer: WebhookDeliverer, queue_size: int = 1000) -> None:
+        self.deliverer = deliverer
+        self.queue_size = queue_size
+        self.disabled: set[str] = set()
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._client: httpx.AsyncClient | None = None
+
+    def _queue(self, url: str) -> asyncio.Queue:
+        if url not in self._queues:
+            if self._client is None:
+                self._client = httpx.AsyncClient(
+                    timeout=self.deliverer.timeout_s,
+                    transport=self.deliverer.transport,
+                    follow_redirects=False,
+                )
+            self._queues[url] = asyncio.Queue(self.queue_size)
+            self._tasks.append(asyncio.create_task(self._send(url), name=f"webhook {url}"))
+        return self._queues[url]
+
+    async def submit(self, msg: Message, on_done: Callable[[], Any] | None = None) -> None:
+        targets = [
+            e.url
+            for e in self.deliverer.endpoints
+            if e.url not in self.disabled and e.accepts(msg.type, msg.alert)
+        ]
+        left = [len(targets)]
+
+        def one_done() -> None:
+            left[0] -= 1
+            if left[0] == 0 and on_done is not None:
+                on_done()
+
+        if not targets and on_done is not None:
+            on_done()
+        for url in targets:
+            await self._queue(url).put((msg, one_done))
+
+    async def _send(self, url: str) -> None:
+        q = self._queues[url]
+        while True:
+            msg, done = await q.get()
+            try:
+                if url not in self.disabled:
+                    attempts = await self.deliverer._to(self._client, url, msg)  # type: ignore[arg-type]
+                    if attempts and attempts[-1].status_code == 410:
+                        self.disabled.add(url)
+                        logger.error("webhook endpoint %s answered 410 Gone: disabled", url)
+                    elif attempts and not any(a.ok for a in attempts):
+                        logger.error("webhook %s (%s) not delivered to %s after %d attempts",
+                                     msg.id, msg.type, url, len(attempts))  # fmt: skip
+            except Exception:  # a bug in one delivery must not stop this endpoint's sender
+                logger.exception("webhook %s to %s failed", msg.id, url)
+            finally:
+                done()
+                q.task_done()
+
+    async def drain(self) -> None:
+        """Wait until every queued message has been handled (tests, shutdown)."""
+        for q in list(self._queues.values()):
+            await q.join()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
 
 
 def deliverer_from_settings(settings: Settings, session_factory: Any | None = None):

@@ -191,3 +191,69 @@ def test_cli_webhook_test_sends_a_signed_event(tmp_path, monkeypatch) -> None:
         assert result.exit_code == 1
     finally:
         get_settings.cache_clear()
+
+
+def _dispatch(endpoints: str, msgs: list, **kw) -> tuple[list[str], object]:
+    """Submit ``msgs`` to a dispatcher and wait for all of them; the ids whose on_done ran."""
+    from callsense.processors.webhooks import WebhookDispatcher
+
+    done: list[str] = []
+
+    async def run() -> object:
+        d = WebhookDispatcher(
+            WebhookDeliverer(endpoints=parse_endpoints(endpoints), secret=SECRET, **kw)
+        )
+        for m in msgs:
+            await d.submit(m, on_done=lambda m=m: done.append(m.id))
+        await d.drain()
+        await d.close()
+        return d
+
+    return done, asyncio.run(run())
+
+
+def _messages(n: int) -> list:
+    from callsense.processors.webhooks import Message
+
+    return [Message(id=f"msg_{i}", type="alert.raised", payload={"i": i}, alert=None)
+            for i in range(n)]  # fmt: skip
+
+
+def test_a_hanging_endpoint_never_delays_another() -> None:
+    from callsense.processors.webhooks import WebhookDispatcher
+
+    msgs = _messages(5)
+    with Receiver(hang_s=3.0) as hanging, Receiver() as healthy:
+
+        async def run() -> tuple[int, int]:
+            d = WebhookDispatcher(WebhookDeliverer(
+                endpoints=parse_endpoints(f"{hanging.url},{healthy.url}"), secret=SECRET,
+                timeout_s=0.5, max_attempts=2, backoff_s=0.05,
+            ))  # fmt: skip
+            for m in msgs:
+                await d.submit(m)
+            deadline = time.monotonic() + 10
+            while len(healthy.accepted) < len(msgs) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            pending = d._queues[hanging.url].qsize()
+            await d.close()
+            return len(healthy.accepted), pending
+
+        delivered, pending_at_hanging = asyncio.run(run())
+    assert delivered == 5  # every message reached the healthy endpoint ...
+    assert pending_at_hanging >= 3  # ... while the hanging one was still on its first ones
+
+
+def test_410_disables_the_endpoint_and_other_4xx_are_not_retried() -> None:
+    msgs = _messages(2)
+    with Receiver(fail_first=100, fail_status=410) as gone:
+        done, d = _dispatch(gone.url, msgs, max_attempts=5, backoff_s=0.01)
+    assert len(gone.requests) == 1 and d.disabled == {gone.url}  # no retry, nothing more sent
+    assert done == ["msg_0", "msg_1"]  # both finished (the second skipped): offsets may commit
+    with Receiver(fail_first=100, fail_status=400) as refusing:
+        done, d = _dispatch(refusing.url, msgs, max_attempts=5, backoff_s=0.01)
+    assert [r["id"] for r in refusing.requests] == ["msg_0", "msg_1"]  # one attempt each
+    assert d.disabled == set() and done == ["msg_0", "msg_1"]
+    with Receiver(fail_first=2, fail_status=429) as throttled:
+        done, d = _dispatch(throttled.url, msgs[:1], max_attempts=5, backoff_s=0.01)
+    assert len(throttled.requests) == 3 and throttled.accepted == {"msg_0": 1}  # 429: retried

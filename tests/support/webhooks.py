@@ -17,9 +17,13 @@ class Receiver:
     """A real HTTP server that verifies signatures; fails its first ``fail_first`` requests
     (one 503, then one that answers too late for the client), then accepts."""
 
-    def __init__(self, fail_first: int = 0, slow_s: float = 0.0) -> None:
+    def __init__(
+        self, fail_first: int = 0, slow_s: float = 0.0, fail_status: int = 503, hang_s: float = 0.0
+    ) -> None:
         self.fail_first = fail_first
         self.slow_s = slow_s
+        self.fail_status = fail_status  # the answer to the first fail_first requests
+        self.hang_s = hang_s  # every request waits this long before any answer
         self.requests: list[dict] = []
         self.accepted: dict[str, int] = {}
         self.lock = threading.Lock()
@@ -31,6 +35,8 @@ class Receiver:
 
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["content-length"]))
+                if recv.hang_s:
+                    time.sleep(recv.hang_s)
                 with recv.lock:
                     n = len(recv.requests)
                     try:
@@ -46,7 +52,7 @@ class Receiver:
                 elif n < recv.fail_first:
                     if n % 2 == 1 and recv.slow_s:
                         time.sleep(recv.slow_s)  # the client has timed out by now
-                    self.send_response(503)
+                    self.send_response(recv.fail_status)
                 else:
                     with recv.lock:
                         recv.accepted[msg_id] = recv.accepted.get(msg_id, 0) + 1
