@@ -112,6 +112,13 @@ def make_api(
             return _error(404, "no such call")
         return jsonify(detail)
 
+    @bp.get("/health")
+    def health() -> Any:
+        from callsense.storage.health import pipeline_health
+
+        with session_factory() as s:
+            return jsonify(pipeline_health(s))
+
     @bp.get("/live")
     def live() -> Any:
         if request.args:
@@ -343,6 +350,13 @@ def openapi_document() -> dict[str, Any]:
                         }
                     ],
                     "responses": {"200": {"description": "The call"}, "404": err, **common},
+                }
+            },
+            "/api/health": {
+                "get": {
+                    "summary": "Pipeline health: up when a stream worker reported within 30 s; "
+                    "each fresh worker's live calls, audio partitions and lag.",
+                    "responses": {"200": {"description": "The verdict"}, **common},
                 }
             },
             "/api/live": {

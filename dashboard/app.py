@@ -435,11 +435,32 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             dcc.Location(id="url"),
             nav,
             dcc.Interval(id="tick", interval=settings.dashboard_poll_ms),
+            dcc.Interval(id="health-tick", interval=5000),
+            html.Div(id="pipeline-banner"),
             html.Div(id="ack-msg", className="flash"),
             html.Main(id="page"),
             dcc.Graph(id="plotly-preload", style={"display": "none"}),
         ]
     )
+
+    @app.callback(Output("pipeline-banner", "children"), Input("health-tick", "n_intervals"))
+    def banner(_n: int | None) -> Any:
+        from callsense.storage.health import pipeline_health
+
+        with sf() as s:
+            h = pipeline_health(s)
+        if h["up"]:
+            lags = [w["audio_lag"] for w in h["workers"] if w["audio_lag"] is not None]
+            lag = f", audio lag {sum(lags)} chunks" if lags else ""
+            n = len(h["workers"])
+            return html.Div(f"pipeline up: {n} worker{'s' * (n != 1)}{lag}", className="muted")
+        age = h["newest_heartbeat_age_s"]
+        since = "has ever reported" if age is None else f"has reported for {age:.0f} s"
+        return html.Div(
+            f"Pipeline down: no stream worker {since}; live data is stale.",
+            className="banner-down",
+            role="alert",
+        )
 
     @app.callback(Output("page", "children"), Input("url", "pathname"))
     def route(path: str | None) -> Any:

@@ -39,8 +39,10 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from callsense.settings import Settings
 
 log = logging.getLogger("callsense.worker")
+HEARTBEAT_S = 5.0
 
 STATE_TABLE = "call-state"
 
@@ -306,6 +309,37 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
             await checkpoint()
         if res.stats:
             log.info("audio batch: %s offsets %s", dict(res.stats), _offsets(batch))
+
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    worker_started = datetime.now(UTC)
+
+    def _beat(live_calls: int, audio_tps: list[Any], lag: int | None) -> None:
+        from callsense.storage.health import beat
+
+        with writer.sessions.begin() as s:
+            beat(s, worker_id, worker_started, live_calls, len(audio_tps), lag)
+
+    @app.timer(HEARTBEAT_S)
+    async def heartbeat() -> None:
+        """Sign of life and audio lag in the database (the dashboard's pipeline banner)."""
+        audio_tps = [tp for tp in app.consumer.assignment() if tp.topic == AUDIO_TOPIC]
+        lag: int | None = 0
+        for tp in audio_tps:
+            try:
+                high = app.consumer.highwater(tp)
+            except Exception:  # no fetch yet on this partition
+                high = None
+            if high is None or lag is None:
+                lag = None
+                continue
+            lag += max(0, int(high) - int(guard.expected.get(tp, high)))
+        live = sum(not c.ended for c in processor.live.values())
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                db_executor, _beat, live, audio_tps, lag
+            )
+        except Exception as exc:  # the database may be down: the banner will say so
+            log.warning("heartbeat not written: %s", exc)
 
     @app.timer(max(settings.state_checkpoint_ms, 100) / 1000.0)
     async def checkpoint_idle() -> None:

@@ -8,6 +8,7 @@ Idempotency keys (at-least-once delivery upstream):
 * ``call_summaries``: primary key call_id (rewritten on replay)
 * ``alerts``: primary key id; at most one open alert per (call_id, rule) (enforced in code)
 * ``webhook_deliveries``: unique (event_id, url, attempt)
+* ``worker_heartbeats``: primary key worker_id (rewritten every few seconds)
 """
 
 from __future__ import annotations
@@ -142,3 +143,16 @@ class WebhookDelivery(Base):
     ok: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WorkerHeartbeat(Base):
+    """A stream worker's latest sign of life: the dashboard shows a banner when none is fresh."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)  # host:pid
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    live_calls: Mapped[int] = mapped_column(Integer, default=0)
+    audio_partitions: Mapped[int] = mapped_column(Integer, default=0)
+    audio_lag: Mapped[int | None] = mapped_column(Integer, nullable=True)  # records behind

@@ -315,3 +315,17 @@ def test_live_returns_the_ranked_calls_matching_its_schema(api: httpx.Client) ->
     assert ranks == sorted(ranks, reverse=True)
     assert api.get("/api/live").status_code == 401
     assert api.get("/api/live?x=1", headers=AUTH).status_code == 400
+
+
+def test_health_says_down_until_a_worker_beats(dashboard_factory) -> None:
+    from datetime import UTC, datetime
+
+    from callsense.storage.health import beat
+
+    served = dashboard_factory()
+    r = httpx.get(served.url + "/api/health", headers=AUTH)
+    assert r.status_code == 200 and r.json()["up"] is False
+    with served.sf.begin() as s:
+        beat(s, "w:1", datetime.now(UTC), live_calls=2, audio_partitions=4, audio_lag=7)
+    body = httpx.get(served.url + "/api/health", headers=AUTH).json()
+    assert body["up"] and body["workers"][0]["audio_lag"] == 7

@@ -168,6 +168,8 @@ def test_stream_sigkill_restart_matches_offline(
     meta = db_scalar(database_url, f"SELECT agent_id || '/' || customer_id || '/' || queue "
                                    f"FROM calls WHERE call_id = '{call_id}'")  # fmt: skip
     assert meta == "agent-7/cust-42/billing"
+    # both worker processes left a heartbeat (the dashboard's pipeline banner reads them)
+    assert db_scalar(database_url, "SELECT count(*) FROM worker_heartbeats") >= 2
     status = db_scalar(database_url, f"SELECT status FROM calls WHERE call_id = '{call_id}'")
     assert status == "ended"
     # the windows topic may hold replayed duplicates; the database holds each window once
