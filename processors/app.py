@@ -41,9 +41,10 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from callsense.processors.admission import OffsetGuard, Verdict, faust_gap
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from callsense.settings import Settings
 
 log = logging.getLogger("callsense.worker")
+T = TypeVar("T")
 HEARTBEAT_S = 5.0
 
 STATE_TABLE = "call-state"
@@ -319,10 +321,20 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
         with writer.sessions.begin() as s:
             beat(s, worker_id, worker_started, live_calls, len(audio_tps), lag)
 
+    @app.task
+    async def first_heartbeat() -> None:  # at start: a short-lived worker is seen too
+        await _heartbeat()
+
     @app.timer(HEARTBEAT_S)
     async def heartbeat() -> None:
+        await _heartbeat()
+
+    async def _heartbeat() -> None:
         """Sign of life and audio lag in the database (the dashboard's pipeline banner)."""
-        audio_tps = [tp for tp in app.consumer.assignment() if tp.topic == AUDIO_TOPIC]
+        try:
+            audio_tps = [tp for tp in app.consumer.assignment() if tp.topic == AUDIO_TOPIC]
+        except Exception:  # the consumer is not up yet
+            audio_tps = []
         lag: int | None = 0
         for tp in audio_tps:
             try:
@@ -467,15 +479,15 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
     return app
 
 
-async def _retry_db(call: Any) -> None:
-    """Retry a database write while the database is unreachable."""
+async def _retry_db(call: Callable[[], Awaitable[T]]) -> T:
+    """``await call()``, again and again while the database is unreachable (capped doubling
+    delay); the one place that decides what "database unavailable" means."""
     from sqlalchemy.exc import OperationalError
 
     delay = 0.5
     while True:
         try:
-            await call()
-            return
+            return await call()
         except OperationalError as exc:
             log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
             await asyncio.sleep(delay)
@@ -492,39 +504,35 @@ async def _write_with_retry(
     """Write a batch; retry while the database is unreachable; isolate events that fail alone."""
     from sqlalchemy.exc import OperationalError
 
-    delay = 0.5
-    while True:
+    async def attempt() -> list[dict[str, Any]]:
         try:
+            res = await loop.run_in_executor(executor, writer.write, events)
+            return res.summaries
+        except OperationalError:
+            raise
+        except Exception:  # a bad event: write one by one, dead-letter the ones that fail
+            log.exception("batch write failed; retrying event by event")
+        summaries: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        for ev in events:
             try:
-                res = await loop.run_in_executor(executor, writer.write, events)
-                return res.summaries
+                res = await loop.run_in_executor(executor, writer.write, [ev])
+                summaries.extend(res.summaries)
             except OperationalError:
-                raise
-            except Exception:  # a bad event: write one by one, dead-letter the ones that fail
-                log.exception("batch write failed; retrying event by event")
-                summaries: list[dict[str, Any]] = []
-                failed: list[dict[str, Any]] = []
-                for ev in events:
-                    try:
-                        res = await loop.run_in_executor(executor, writer.write, [ev])
-                        summaries.extend(res.summaries)
-                    except OperationalError:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - reported in the dead letter
-                        failed.append(
-                            deadletter_event(
-                                "persist",
-                                f"database write failed: {type(exc).__name__}: {exc}",
-                                json.dumps(ev, default=str),
-                                call_id=ev.get("call_id"),
-                            )
-                        )
-                bad.extend(failed)
-                return summaries
-        except OperationalError as exc:  # database down: wait, then write the batch again
-            log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+                raise  # the database went away: the whole batch is written again
+            except Exception as exc:  # noqa: BLE001 - reported in the dead letter
+                failed.append(
+                    deadletter_event(
+                        "persist",
+                        f"database write failed: {type(exc).__name__}: {exc}",
+                        json.dumps(ev, default=str),
+                        call_id=ev.get("call_id"),
+                    )
+                )
+        bad.extend(failed)
+        return summaries
+
+    return await _retry_db(attempt)
 
 
 def _offsets(batch: list[Any]) -> dict[int, str]:
