@@ -28,6 +28,7 @@ import dash
 from callsense.dashboard.api import install_error_handlers, make_api, parse_query
 from callsense.dashboard.auth import current_user, install_auth
 from callsense.dashboard.data import live_overview
+from callsense.dashboard.display import label, mmss, shown, when
 from callsense.dashboard.figures import COLORS, sparkline, trajectory_figure
 from dash import ALL, Dash, Input, Output, State, ctx, dash_table, dcc, html
 from dash.exceptions import PreventUpdate
@@ -69,7 +70,7 @@ HISTORY_COLUMNS = [
     ("agent_id", "agent", "text"),
     ("customer_id", "customer", "text"),
     ("queue", "queue", "text"),
-    ("duration_s", "duration (s)", "numeric"),
+    ("duration_s", "duration", "text"),
     ("anger_share", "anger share", "numeric"),
     ("alerts", "alerts", "numeric"),
 ]
@@ -115,7 +116,7 @@ def _badge(text: str, kind: str) -> html.Span:
 def _alert_item(a: dict[str, Any]) -> html.Div:
     if a.get("acknowledged_by"):
         ack: Any = html.Span(
-            f"acknowledged by {a['acknowledged_by']} at {a['acknowledged_at'][11:19]}",
+            f"acknowledged by {a['acknowledged_by']} at {when(a['acknowledged_at'])}",
             className="acked",
         )
     else:
@@ -158,7 +159,7 @@ def _call_card(c: dict[str, Any]) -> html.Div:
                 [
                     dcc.Link(c["call_id"], href=f"/call/{c['call_id']}", className="call-link"),
                     _badge(c["status"], "status"),
-                    html.Span(f"  {c['call_time_s']:.0f} s", className="muted"),
+                    html.Span(f"  {mmss(c['call_time_s'])}", className="muted"),
                 ]
             ),
             html.Div(
@@ -528,7 +529,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             [
                 item
                 for k in (*CSV_FIELDS[1:], "channels", "source")
-                for item in (html.Dt(k), html.Dd(str(d.get(k) if d.get(k) is not None else "-")))
+                for item in (html.Dt(label(k)), html.Dd(shown(k, d.get(k))))
             ]
         )
         fig = trajectory_figure(d["windows"], d["speakers"], d["alerts_list"])
@@ -576,7 +577,15 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             return [], 0, "", msg, dash.no_update
         with sf() as s:
             res = search_calls(s, q)
-        rows = [{**r, "call_link": f"[{r['call_id']}](/call/{r['call_id']})"} for r in res["items"]]
+        rows = [
+            {
+                **r,
+                "call_link": f"[{r['call_id']}](/call/{r['call_id']})",
+                "started_at": when(r.get("started_at")),
+                "duration_s": mmss(r.get("duration_s")),
+            }
+            for r in res["items"]
+        ]
         pages = max(1, -(-res["total"] // q.limit))
         export = q.model_dump(exclude={"limit", "offset"}, exclude_none=True, mode="json")
         return rows, pages, f"{res['total']} calls", "", "/export/calls.csv?" + urlencode(export)
@@ -591,7 +600,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             rows = recent_deliveries(s, 500)
         return [
             {
-                "created_at": r.created_at.isoformat(timespec="seconds") if r.created_at else "",
+                "created_at": when(r.created_at),
                 "event_id": r.event_id,
                 "alert_id": r.alert_id,
                 "url": r.url,
