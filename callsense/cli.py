@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("callsense.processors.app:worker_cmd", "Run the Faust stream worker."),
     "demo": ("callsense.demo:demo_cmd", "Broker + worker + dashboard + looping sample calls."),
     "ingest": ("callsense.ingest.cli:ingest_cmd", "Stream audio files to Kafka as calls."),
+    "gateway": (
+        "callsense.ingest.gateway_cli:gateway_group",
+        "Telephony media gateway: live calls in over WebSocket (Twilio, generic).",
+    ),
     "analyze": ("callsense.processors.offline:analyze_cmd", "Analyse one file without Kafka."),
     "train": ("callsense.models.cli:train_cmd", "Train / cross-validate the emotion model."),
     "evaluate": ("callsense.models.cli:evaluate_cmd", "Evaluate a model on a manifest."),

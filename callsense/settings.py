@@ -172,6 +172,26 @@ class Settings(BaseSettings):
         "'none' = roles unknown.",
     )
 
+    # --- telephony gateway (callsense gateway) ---------------------------------------------
+    gateway_host: str = Field("127.0.0.1", description="Gateway bind address.")
+    gateway_port: int = Field(8765, description="Gateway WebSocket port.")
+    gateway_token: SecretStr | None = Field(
+        None,
+        description="Bearer token the /stream endpoint requires (needed to bind beyond "
+        "loopback).",
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        None, description="Twilio auth token: when set, /twilio verifies X-Twilio-Signature."
+    )
+    gateway_public_url: str = Field(
+        "",
+        description="The gateway's URL as Twilio dials it (wss://host[:port]), for signature "
+        "checks behind a proxy; empty: wss:// + the Host header.",
+    )
+    gateway_resume_s: float = Field(
+        30.0, ge=0, description="A dropped session's call resumes on a reconnect within this."
+    )
+
     # --- dashboard / api / alerts ---------------------------------------------------------
     dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address.")
     dashboard_port: int = Field(8050, description="Dashboard port.")

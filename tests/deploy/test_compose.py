@@ -31,8 +31,9 @@ TEST_SECRETS = {
     "POSTGRES_PASSWORD": "pw",
     "CALLSENSE_DASHBOARD_PASSWORD": "pw",
     "CALLSENSE_API_TOKEN": "token",
+    "CALLSENSE_GATEWAY_TOKEN": "gw-token",
 }
-LONG_RUNNING = ("kafka", "postgres", "worker", "dashboard")
+LONG_RUNNING = ("kafka", "postgres", "worker", "dashboard", "gateway")
 ONE_SHOT = ("kafka-init", "migrate")
 
 _VAR = re.compile(
@@ -176,6 +177,8 @@ def _resolve(argv: list[str]) -> click.Context:
     ctx = click.Context(main, info_name="callsense")
     name, args = "callsense", list(argv[1:])
     while isinstance(cmd, click.Group):
+        if (not args or args[0].startswith("-")) and cmd.invoke_without_command:
+            break  # a group that runs by itself (callsense gateway [--host H])
         if not args or args[0].startswith("-"):
             raise click.UsageError(f"`{' '.join(argv)}` stops at group {name!r}", ctx)
         name, sub, args = cmd.resolve_command(ctx, args)
