@@ -65,8 +65,8 @@ def _meets(s: dict[str, float]) -> str:
 
 def configs_table(runs: dict[str, dict[str, Any]], variant: str = "clean") -> str:
     corpora = sorted({c for r in runs.values() for c in per_corpus(r, variant)})
-    head = ["configuration", "trained on", "head", "balance", "mean UA", "min UA", "macro-F1",
-            "angry AUC", "ECE", *[f"UA {c}" for c in corpora], "bars met"]  # fmt: skip
+    head = ["configuration", "trained on", "head", "balance", "calibration", "mean UA", "min UA",
+            "macro-F1", "angry AUC", "ECE", *[f"UA {c}" for c in corpora], "bars met"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in runs.items():
         s = summary(r, variant)
@@ -75,7 +75,8 @@ def configs_table(runs: dict[str, dict[str, Any]], variant: str = "clean") -> st
         lines.append(
             "| " + " | ".join([
                 name, ", ".join(r.get("corpora", [])), cfg.get("head", "?"),
-                cfg.get("balance", "?"), _pct(s["ua_mean"]), _pct(s["ua_min"]),
+                cfg.get("balance", "?"), r.get("calibration", "speakers"), _pct(s["ua_mean"]),
+                _pct(s["ua_min"]),
                 _pct(s["f1_mean"]), f"{s['auc_mean']:.3f}", f"{s['ece_mean']:.3f}",
                 *[_pct(pc[c]["ua"]) if c in pc else "–" for c in corpora], _meets(s),
             ]) + " |"
@@ -130,8 +131,9 @@ def render(runs: dict[str, dict[str, Any]], chosen: str) -> str:
         f"Configurations (clean test audio; mean over left-out corpora):\n\n{configs_table(runs)}",
         f"Per left-out corpus, configuration `{chosen}` (alert = windows the anger rules count: "
         f"arg-max angry at confidence ≥ 0.45):\n\n{corpus_table(runs[chosen])}",
-        f"Telephone channel, configuration `{chosen}`:\n\n{corpus_table(runs[chosen], 'telephone')}"
-        if any("telephone" in f for f in runs[chosen]["folds"]) else "",
+        f"Telephone channel (8 kHz mu-law), configuration `{chosen}`:\n\n"
+        f"{corpus_table(runs[chosen], 'tel')}"
+        if any("tel" in f for f in runs[chosen]["folds"]) else "",
         "![UA per left-out corpus](../benchmarks/results/models/loco_configs.png)",
     ]).replace("\n\n\n\n", "\n\n")  # fmt: skip
 

@@ -66,6 +66,15 @@ def manifest_cmd(sources: tuple[str, ...], out: Path) -> None:
     "ones for a shipped model; the encoder cache is the whole manifest's, so subsets reuse it.",
 )
 @click.option(
+    "--calibration",
+    type=click.Choice(["speakers", "corpus"]),
+    default="speakers",
+    show_default=True,
+    help="loco: the temperature is fitted on validation speakers of every training corpus "
+    "(speakers), or on one whole training corpus held out of the first fit (corpus: the one "
+    "with the fewest speakers), i.e. on speech of a corpus the head has not seen.",
+)
+@click.option(
     "--balance",
     type=click.Choice(["class", "corpus"]),
     default="class",
@@ -141,6 +150,7 @@ def train_cmd(
     folds: int,
     protocol: str,
     corpora: str,
+    calibration: str,
     balance: str,
     encoder: str,
     layers: str,
@@ -210,7 +220,7 @@ def train_cmd(
             raise click.BadParameter(f"not in the manifest: {missing}", param_hint="--corpora")
         fs = fs.subset(np.flatnonzero(np.isin(fs.corpora, wanted)))
     cfg = TrainConfig(epochs=epochs, seed=seed, train_variants=tuple(train_variants))
-    fold_list = make_folds(fs, folds, seed, protocol)
+    fold_list = make_folds(fs, folds, seed, protocol, calibration)
     folds = len(fold_list)
     t0 = time.time()
     if head_kind == "refnorm":
@@ -228,6 +238,7 @@ def train_cmd(
         {
             "manifest": str(manifest),
             "protocol": protocol,
+            "calibration": calibration,
             "corpora": sorted(set(fs.corpora.tolist())),
             "label_set": ls.to_dict(),
             "excluded_labels": excluded,

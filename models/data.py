@@ -335,12 +335,18 @@ def corpus_folds(
     n_val_per_corpus: int = 1,
     seed: int = 0,
     no_val: Iterable[str] = (),
+    calibration: str = "speakers",
 ) -> list[Fold]:
     """Leave-one-corpus-out folds: fold *c* tests on every speaker of corpus *c* and trains on
     the other corpora. Validation speakers (for the temperature) are ``n_val_per_corpus``
     speakers drawn with ``seed`` from each training corpus that keeps at least two training
     speakers, so calibration sees every training corpus; speakers in ``no_val`` (e.g. one id
-    shared by many unknown users) are never drawn."""
+    shared by many unknown users) are never drawn. ``calibration="corpus"``: the validation
+    speakers are instead every speaker of one training corpus (the one with the fewest
+    speakers), so the temperature is fitted on a corpus the head was not trained on, as the
+    test corpus will be."""
+    if calibration not in ("speakers", "corpus"):
+        raise ValueError(f"calibration must be speakers or corpus, got {calibration!r}")
     spk = sorted(set(speakers), key=_natural_key)
     by_corpus: dict[str, list[str]] = {}
     for s in spk:
@@ -352,9 +358,13 @@ def corpus_folds(
     for i, name in enumerate(sorted(by_corpus)):
         rng = random.Random(seed * 1000 + i)
         val: list[str] = []
-        for other in sorted(by_corpus):
+        others = [c for c in sorted(by_corpus) if c != name]
+        if calibration == "corpus" and len(others) >= 2:
+            held = min(others, key=lambda c: (len(by_corpus[c]), c))
+            val = [s for s in by_corpus[held] if s not in excluded]
+        for other in others if calibration == "speakers" else ():
             pool = [s for s in by_corpus[other] if s not in excluded]
-            if other != name and len(pool) >= n_val_per_corpus + 2:
+            if len(pool) >= n_val_per_corpus + 2:
                 val += rng.sample(pool, n_val_per_corpus)
         train = [s for s in spk if corpus_of[s] != name and s not in val]
         test = by_corpus[name]

@@ -288,15 +288,19 @@ def row_weights(
     raise ValueError(f"unknown balance {balance!r} (class or corpus)")
 
 
-def make_folds(fs: FeatureSet, k: int, seed: int, protocol: str = "speakers") -> list[Fold]:
+def make_folds(
+    fs: FeatureSet, k: int, seed: int, protocol: str = "speakers", calibration: str = "speakers"
+) -> list[Fold]:
     """``speakers``: k speaker-disjoint folds; ``loco``: one fold per corpus (leave one corpus
-    out; ``k`` is unused)."""
+    out; ``k`` is unused; ``calibration`` as in :func:`corpus_folds`)."""
     if protocol == "speakers":
         return speaker_folds(fs.speakers.tolist(), k=k, n_val=2, seed=seed)
     if protocol == "loco":
         corpus_of = dict(zip(fs.speakers.tolist(), fs.corpora.tolist(), strict=True))
         unknown = {it.speaker for it in fs.items if it.extra.get("unknown_speaker") == "1"}
-        return corpus_folds(fs.speakers.tolist(), corpus_of, seed=seed, no_val=unknown)
+        return corpus_folds(
+            fs.speakers.tolist(), corpus_of, seed=seed, no_val=unknown, calibration=calibration
+        )
     raise ValueError(f"unknown protocol {protocol!r} (speakers or loco)")
 
 

@@ -178,6 +178,14 @@ def test_leave_one_corpus_out_folds() -> None:
     assert folds == corpus_folds(list(corpus_of), corpus_of, seed=1, no_val=["unknown"])
     with pytest.raises(ValueError, match="at least 2 corpora"):
         corpus_folds(["a_0", "a_1"], {"a_0": "a", "a_1": "a"})
+    # calibration on a held-out training corpus: the one with the fewest speakers
+    held = corpus_folds(list(corpus_of), corpus_of, no_val=["unknown"], calibration="corpus")
+    _assert_disjoint(held, list(corpus_of))
+    assert [sorted({corpus_of[s] for s in f.val}) for f in held] == [["c"], ["c"], ["b"]]
+    assert "unknown" not in held[2].val and "unknown" in held[2].train
+    assert not {corpus_of[s] for s in held[0].train} & {"c"}  # not in the first fit
+    with pytest.raises(ValueError, match="calibration"):
+        corpus_folds(list(corpus_of), corpus_of, calibration="test")
 
 
 def test_unknown_speakers_become_one_speaker_per_clip(tmp_path: Path) -> None:
