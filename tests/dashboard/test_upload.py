@@ -57,10 +57,17 @@ def test_upload_real_recording_shows_timeline(
         pytest.fail(f"no emotion model artefact at {model_dir} (the repository ships one)")
     rows = list(csv.DictReader(open(shared_data / "ravdess" / "MANIFEST.csv")))
     clip = next(r for r in rows if r["emotion"] == "angry" and r["intensity"] == "strong")
-    served = dashboard_factory(seed_data=False)
+    # one voice in a mono file counts as the agent: by default no emotion is inferred for it
+    default = dashboard_factory(seed_data=False)
+    # opted in (CALLSENSE_EMOTION_ROLES=customer,agent), the same file gets its timeline
+    opted = dashboard_factory(seed_data=False, emotion_roles=("customer", "agent"))
     driver = chrome_driver(tmp_path)
     try:
-        driver.get(served.url + "/upload")
+        driver.get(default.url + "/upload")
+        wait(lambda: driver.find_element(By.ID, "upload"), what="upload page")
+        text = _upload(driver, shared_data / "ravdess" / clip["path"])
+        assert "No emotion windows" in text and "CALLSENSE_EMOTION_ROLES" in text, text
+        driver.get(opted.url + "/upload")
         wait(lambda: driver.find_element(By.ID, "upload"), what="upload page")
         text = _upload(driver, shared_data / "ravdess" / clip["path"])
         assert "windows" in text, text
