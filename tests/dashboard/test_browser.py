@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support.dash import HookReceiver, acknowledge_on_card, click, window_row  # noqa: E402
 from support.dash import chrome_driver as _driver  # noqa: E402
 from support.dash import wait as _wait  # noqa: E402
@@ -215,3 +216,51 @@ def test_live_view_alert_ack_and_history(dashboard_factory, tmp_path: Path) -> N
         out.mkdir(parents=True, exist_ok=True)
         for name in ("dashboard-live.png", "dashboard-call.png"):
             shutil.copy(tmp_path / name, out / name)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_live_wall_lists_every_call_ranked_and_the_banner_follows_heartbeats(
+    dashboard_factory, tmp_path: Path
+) -> None:
+    """35 active calls (more than the old cap of 30): all on screen, the angry one first, a
+    count line; 'Pipeline down' until a worker heartbeat is fresh, then 'pipeline up'."""
+    from datetime import UTC, datetime
+
+    from selenium.webdriver.common.by import By
+
+    from callsense.storage.health import beat
+    from callsense.storage.writer import Writer
+
+    served = dashboard_factory(seed_data=False)
+    writer = Writer(served.settings.effective_database_url)
+    try:
+        for i in range(35):
+            anger = 0.9 if i == 7 else 0.05
+            writer.write([
+                {"kind": "call_started", "call_id": f"wall-{i:02d}", "sample_rate": 16000,
+                 "channels": 2, "agent_channel": 0, "ts": 1_700_000_000.0 + i,
+                 "speakers": [{"speaker": "ch1", "role": "customer", "channel": 1}]},
+                {"kind": "window",
+                 **window_row(f"wall-{i:02d}", 0, "angry" if anger > 0.5 else "neutral"),
+                 "probabilities": {"angry": anger, "neutral": 1 - anger},
+                 "smoothed_probabilities": {"angry": anger, "neutral": 1 - anger}},
+            ])  # fmt: skip
+    finally:
+        writer.close()
+    driver = _driver(tmp_path)
+    try:
+        driver.get(served.url + "/")
+        _wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, ".call-card")) == 35,
+              what="35 call cards")  # fmt: skip
+        cards = driver.find_elements(By.CSS_SELECTOR, ".call-card")
+        assert cards[0].get_attribute("data-call") == "wall-07"
+        assert "35 active calls" in driver.find_element(By.ID, "live-count").text
+        banner = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".banner-down"),
+                       what="pipeline-down banner")  # fmt: skip
+        assert "Pipeline down" in banner.text
+        with served.sf.begin() as s:
+            beat(s, "w:1", datetime.now(UTC), live_calls=35, audio_partitions=4, audio_lag=0)
+        _wait(lambda: "pipeline up: 1 worker" in driver.find_element(By.ID, "pipeline-banner").text,
+              timeout=20, what="pipeline up")  # fmt: skip
+    finally:
+        driver.quit()
