@@ -214,18 +214,29 @@ class WebhookDeliverer:
         base = min(self.backoff_max_s, self.backoff_s * (2 ** (attempt - 1)))
         return base * (0.5 + 0.5 * self.rng.random())
 
+    def targets(self, msg: Message, skip: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """URLs of the endpoints whose filter accepts ``msg`` (minus ``skip``)."""
+        return [
+            e.url for e in self.endpoints if e.url not in skip and e.accepts(msg.type, msg.alert)
+        ]
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=self.timeout_s, transport=self.transport, follow_redirects=False
+        )
+
     async def deliver(self, msg: Message) -> list[Attempt]:
         """Send one message to every matching endpoint (concurrently); returns all attempts."""
-        targets = [e for e in self.endpoints if e.accepts(msg.type, msg.alert)]
+        targets = self.targets(msg)
         if not targets:
             return []
-        async with httpx.AsyncClient(
-            timeout=self.timeout_s, transport=self.transport, follow_redirects=False
-        ) as client:
-            results = await asyncio.gather(*(self._to(client, e.url, msg) for e in targets))
+        async with self.client() as client:
+            results = await asyncio.gather(*(self.send(client, url, msg) for url in targets))
         return [a for r in results for a in r]
 
-    async def _to(self, client: httpx.AsyncClient, url: str, msg: Message) -> list[Attempt]:
+    async def send(self, client: httpx.AsyncClient, url: str, msg: Message) -> list[Attempt]:
+        """Deliver ``msg`` to one endpoint: attempts with backoff until one succeeds, the
+        answer is not worth retrying, or the attempts run out; each one logged."""
         first = 1
         if self.log is not None:
             done, last = await asyncio.to_thread(self.log.delivered, msg.id, url)
@@ -285,21 +296,13 @@ class WebhookDispatcher:
     def _queue(self, url: str) -> asyncio.Queue:
         if url not in self._queues:
             if self._client is None:
-                self._client = httpx.AsyncClient(
-                    timeout=self.deliverer.timeout_s,
-                    transport=self.deliverer.transport,
-                    follow_redirects=False,
-                )
+                self._client = self.deliverer.client()
             self._queues[url] = asyncio.Queue(self.queue_size)
             self._tasks.append(asyncio.create_task(self._send(url), name=f"webhook {url}"))
         return self._queues[url]
 
     async def submit(self, msg: Message, on_done: Callable[[], Any] | None = None) -> None:
-        targets = [
-            e.url
-            for e in self.deliverer.endpoints
-            if e.url not in self.disabled and e.accepts(msg.type, msg.alert)
-        ]
+        targets = self.deliverer.targets(msg, skip=self.disabled)
         left = [len(targets)]
 
         def one_done() -> None:
@@ -318,7 +321,8 @@ class WebhookDispatcher:
             msg, done = await q.get()
             try:
                 if url not in self.disabled:
-                    attempts = await self.deliverer._to(self._client, url, msg)  # type: ignore[arg-type]
+                    assert self._client is not None  # made with this endpoint's queue
+                    attempts = await self.deliverer.send(self._client, url, msg)
                     if attempts and attempts[-1].status_code == 410:
                         self.disabled.add(url)
                         logger.error("webhook endpoint %s answered 410 Gone: disabled", url)
