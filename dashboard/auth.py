@@ -102,8 +102,9 @@ class SignInThrottle:
             return self.window_s - (now - q[0]) if len(q) >= self.max_failures else 0.0
 
     def failed(self, client: str) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._recent(client, time.monotonic()).append(time.monotonic())
+            self._recent(client, now).append(now)
 
     def succeeded(self, client: str) -> None:
         with self._lock:

@@ -333,7 +333,7 @@ class Gateway:
             self._last_frame[id(ws)] = frame
             msg = _json(frame)
             event = msg.get("event")
-            if event == "connected" or event in ("mark", "dtmf"):
+            if event in ("connected", "mark", "dtmf"):
                 continue
             if event == "start":
                 if call is not None:

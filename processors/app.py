@@ -321,8 +321,18 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
         with writer.sessions.begin() as s:
             beat(s, worker_id, worker_started, live_calls, len(audio_tps), lag)
 
+    def _forget_gone_workers() -> None:
+        from callsense.storage.health import forget_stale
+
+        with writer.sessions.begin() as s:
+            forget_stale(s)
+
     @app.task
     async def first_heartbeat() -> None:  # at start: a short-lived worker is seen too
+        try:  # workers gone for a day leave no rows behind
+            await asyncio.get_running_loop().run_in_executor(db_executor, _forget_gone_workers)
+        except Exception as exc:  # the database may be down: the next start tries again
+            log.warning("old heartbeats not removed: %s", exc)
         await _heartbeat()
 
     @app.timer(HEARTBEAT_S)

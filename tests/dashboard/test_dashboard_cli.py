@@ -4,7 +4,6 @@ beyond loopback without a sign-in secret."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,11 +13,7 @@ from pathlib import Path
 
 import httpx
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from callsense.broker import free_port
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -32,7 +27,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 @contextmanager
 def _serving(env: dict[str, str], path: str = "/") -> Iterator[tuple[str, httpx.Response]]:
     """`callsense dashboard` on a free loopback port: (base URL, first answer to ``path``)."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "callsense.cli", "dashboard", "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -66,7 +61,7 @@ def test_dashboard_command_serves_on_loopback(tmp_path: Path) -> None:
 def test_dashboard_refuses_public_bind_without_secret(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "callsense.cli", "dashboard", "--host", "0.0.0.0",
-         "--port", str(_free_port())],
+         "--port", str(free_port())],
         env=_env(tmp_path), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode != 0
