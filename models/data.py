@@ -245,8 +245,10 @@ def read_emospeech(root: Path) -> list[dict[str, str]]:
 
 def read_emotiontts(root: Path) -> list[dict[str, str]]:
     """The Korean emotional TTS sample (emotiontts_open_db, ``Emotional/.../<spk>/wav``):
-    ``<spk><5 digits>.wav``, numbers 1-100 neutral, 101-200 happy, 201-300 angry, 301-400 sad."""
-    bands = ((100, "neutral"), (200, "happy"), (300, "angry"), (400, "sad"))
+    ``<spk><5 digits>.wav``, numbers 1-100 neutral, 101-200 happy, 201-300 sad, 301-400 angry.
+    The corpus README swaps the last two; its own scripts and the audio say otherwise (see the
+    model card, "Korean sample labels")."""
+    bands = ((100, "neutral"), (200, "happy"), (300, "sad"), (400, "angry"))
     rows = []
     for p in _audio_files(root):
         m = re.fullmatch(r"([a-z]+)(\d{5})", p.stem)

@@ -58,9 +58,9 @@ def _touch_wavs(root: Path, names: list[str]) -> None:
         (
             "emotiontts",
             ["Emotional/neo/wav/neo00001.wav", "Emotional/neo/wav/neo00150.wav",
-             "Emotional/nea/wav/nea00201.wav", "Emotional/nea/wav/nea00400.wav"],
+             "Emotional/nea/wav/nea00201.wav", "Emotional/neb/wav/neb00400.wav"],
             {("emotiontts_neo", "neutral"), ("emotiontts_neo", "happy"),
-             ("emotiontts_nea", "angry"), ("emotiontts_nea", "sad")},
+             ("emotiontts_nea", "sad"), ("emotiontts_neb", "angry")},
         ),
         ("savee", ["DC_a01.wav", "JK/sa03.wav"], {("savee_DC", "angry"), ("savee_JK", "sad")}),
         ("emodb", ["03a01Wa.wav", "16b10Lb.wav"], {("emodb_03", "angry"), ("emodb_16", "boredom")}),
