@@ -177,8 +177,8 @@ class Settings(BaseSettings):
     gateway_port: int = Field(8765, description="Gateway WebSocket port.")
     gateway_token: SecretStr | None = Field(
         None,
-        description="Bearer token the /stream endpoint requires (needed to bind beyond "
-        "loopback).",
+        description="Bearer token the /stream endpoint requires (beyond loopback an "
+        "endpoint without its credential refuses every client).",
     )
     twilio_auth_token: SecretStr | None = Field(
         None, description="Twilio auth token: when set, /twilio verifies X-Twilio-Signature."
@@ -187,6 +187,17 @@ class Settings(BaseSettings):
         "",
         description="The gateway's URL as Twilio dials it (wss://host[:port]), for signature "
         "checks behind a proxy; empty: wss:// + the Host header.",
+    )
+    audiohook_api_key: SecretStr | None = Field(
+        None, description="Genesys AudioHook: the X-API-KEY /audiohook requires."
+    )
+    audiohook_client_secret: SecretStr | None = Field(
+        None,
+        description="Genesys AudioHook client secret (base64): when set, /audiohook verifies "
+        "the handshake's HTTP message signature.",
+    )
+    gateway_idle_s: float = Field(
+        30.0, gt=0, description="A gateway socket that sends no frame for this long is closed."
     )
     gateway_resume_s: float = Field(
         30.0, ge=0, description="A dropped session's call resumes on a reconnect within this."

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -43,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from callsense.ingest import audiohook
+from callsense.ingest.g711 import mulaw_decode
 from callsense.processors.events import (
     AUDIO_TOPIC,
     DEADLETTER_TOPIC,
@@ -64,6 +67,8 @@ AGENT_CH, CUSTOMER_CH = 0, 1
 MAX_TRACK_LAG_S = 1.0  # a track this far behind the other is filled with silence
 RESUME_WAIT_S = 10.0  # a reconnect waits this long for the dropped session to let go
 STAGE = "gateway"
+ENDPOINTS = ("/twilio", "/audiohook", "/stream")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class ProtocolError(ValueError):
@@ -72,35 +77,6 @@ class ProtocolError(ValueError):
     def __init__(self, reason: str, code: int = 1008) -> None:
         super().__init__(reason)
         self.reason, self.code = reason, code
-
-
-# --------------------------------------------------------------------------- G.711 mu-law
-
-
-def _mulaw_table() -> np.ndarray:
-    u = ~np.arange(256, dtype=np.int32) & 0xFF
-    sign, exponent, mantissa = u & 0x80, (u >> 4) & 0x07, u & 0x0F
-    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
-    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
-
-
-MULAW_TO_PCM16 = _mulaw_table()
-
-
-def mulaw_decode(data: bytes) -> np.ndarray:
-    """G.711 mu-law bytes -> int16 samples."""
-    return MULAW_TO_PCM16[np.frombuffer(data, dtype=np.uint8)]
-
-
-def mulaw_encode(pcm: np.ndarray) -> bytes:
-    """int16 samples -> G.711 mu-law bytes (the nearest code: decode(encode(x)) is exact for
-    decoded values)."""
-    x = np.asarray(pcm, dtype=np.int32)
-    sign = np.where(x < 0, 0x80, 0)
-    mag = np.minimum(np.abs(x), 32635) + 0x84
-    exponent = np.clip(np.floor(np.log2(mag)).astype(np.int32) - 7, 0, 7)
-    mantissa = (mag >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
 
 
 # --------------------------------------------------------------------------- one call on Kafka
@@ -226,7 +202,7 @@ def twilio_signature(auth_token: str, url: str, params: dict[str, str] | None = 
 class Gateway:
     """The WebSocket server; one :class:`CallPublisher` per live call id."""
 
-    def __init__(self, settings: Settings, producer: Any) -> None:
+    def __init__(self, settings: Settings, producer: Any, require_auth: bool = False) -> None:
         self.settings = settings
         self.producer = producer
         self.calls: dict[str, CallPublisher] = {}
@@ -238,13 +214,23 @@ class Gateway:
         twilio = settings.twilio_auth_token
         self.twilio_token = twilio.get_secret_value() if twilio else None
         self.public_url = settings.gateway_public_url.rstrip("/")
+        key, secret = settings.audiohook_api_key, settings.audiohook_client_secret
+        self.audiohook_key = key.get_secret_value() if key else None
+        self.audiohook_secret = secret.get_secret_value() if secret else None
+        self.idle_s = float(settings.gateway_idle_s)
+        # beyond loopback an endpoint without its credential configured refuses every client
+        self.require_auth = require_auth
 
     # -- handshake ---------------------------------------------------------------------------
     def check_request(self, path: str, headers: Any, host: str) -> tuple[int, str] | None:
         """(HTTP status, reason) to refuse the handshake, or None to accept it."""
         route = path.split("?", 1)[0]
-        if route not in ("/twilio", "/stream"):
-            return 404, f"no endpoint {route} (use /twilio or /stream)"
+        if route not in ENDPOINTS:
+            return 404, f"no endpoint {route} (use {', '.join(ENDPOINTS)})"
+        secret = {"/stream": self.token, "/twilio": self.twilio_token,
+                  "/audiohook": self.audiohook_key}[route]  # fmt: skip
+        if secret is None and self.require_auth:
+            return 403, f"{route} has no credential configured on this gateway"
         if route == "/stream" and self.token:
             scheme, _, given = (headers.get("Authorization") or "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(),
@@ -256,6 +242,25 @@ class Gateway:
             given = headers.get("X-Twilio-Signature") or ""
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 return 403, "X-Twilio-Signature does not match"
+        if route == "/audiohook":
+            return self._check_audiohook(path, headers, host)
+        return None
+
+    def _check_audiohook(self, path: str, headers: Any, host: str) -> tuple[int, str] | None:
+        for name in ("Audiohook-Session-Id", "Audiohook-Organization-Id",
+                     "Audiohook-Correlation-Id"):  # fmt: skip
+            if not audiohook.is_uuid(headers.get(name)):
+                return 400, f"{name} must be a UUID"
+        if self.audiohook_key:
+            given = headers.get("X-API-KEY") or ""
+            if not hmac.compare_digest(given.encode(), self.audiohook_key.encode()):
+                return 401, "missing or wrong X-API-KEY"
+        if self.audiohook_key and self.audiohook_secret:
+            authority = self.public_url.split("://", 1)[-1] if self.public_url else host
+            why = audiohook.verify_signature(path, authority, headers, self.audiohook_key,
+                                             self.audiohook_secret)  # fmt: skip
+            if why is not None:
+                return 401, why
         return None
 
     # -- sessions ----------------------------------------------------------------------------
@@ -264,6 +269,8 @@ class Gateway:
         try:
             if route == "/twilio":
                 await self._twilio(ws)
+            elif route == "/audiohook":
+                await self._audiohook(ws)
             else:
                 await self._stream(ws)
         except ProtocolError as exc:
@@ -285,6 +292,21 @@ class Gateway:
                     mine.dropped_at = time.monotonic()  # resumable for resume_s
                 mine.lock.release()
             self._forget_expired()
+
+    async def _frames(self, ws: Any) -> Any:
+        """The socket's frames; a socket silent for ``idle_s`` is a protocol error (its call is
+        left to resume or to end as abandoned)."""
+        while True:
+            try:
+                frame = await asyncio.wait_for(ws.recv(), self.idle_s)
+            except TimeoutError:
+                raise ProtocolError(f"no frame for {self.idle_s:g} s") from None
+            except Exception as exc:  # noqa: BLE001 - a normal close ends the frames
+                if type(exc).__name__ == "ConnectionClosedOK":
+                    return
+                raise
+            self._last_frame[id(ws)] = frame
+            yield frame
 
     def _forget_expired(self) -> None:
         now = time.monotonic()
@@ -329,8 +351,7 @@ class Gateway:
         call: CallPublisher | None = None
         aligner = TrackAligner()
         tracks = {"outbound": AGENT_CH, "inbound": CUSTOMER_CH}
-        async for frame in ws:
-            self._last_frame[id(ws)] = frame
+        async for frame in self._frames(ws):
             msg = _json(frame)
             event = msg.get("event")
             if event in ("connected", "mark", "dtmf"):
@@ -370,12 +391,44 @@ class Gateway:
             await call.push(aligner.flush())
         return call
 
+    # -- /audiohook --------------------------------------------------------------------------
+    async def _audiohook(self, ws: Any) -> CallPublisher | None:
+        headers = ws.request.headers
+        proto = audiohook.AudioHookSession(headers["Audiohook-Session-Id"],
+                                           headers.get("Audiohook-Organization-Id"))  # fmt: skip
+        call: CallPublisher | None = None
+        try:
+            async for frame in self._frames(ws):
+                if isinstance(frame, bytes):
+                    pcm = proto.on_audio(frame)
+                else:
+                    replies, pcm = proto.on_text(_json(frame))
+                    if proto.opened is not None and call is None and not proto.opened.probe:
+                        call = await self._open(ws, _audiohook_start(proto.opened))
+                    for r in replies:
+                        await ws.send(json.dumps(r))
+                if call is not None and pcm is not None and pcm.shape[1]:
+                    await call.push(pcm)
+                if proto.state == "closed":
+                    if call is not None:
+                        await call.end()
+                    if proto.filled:
+                        log.info("call %s: %d samples of paused/discarded audio filled",
+                                 call.start.call_id if call else "-", proto.filled)  # fmt: skip
+                    return call
+        except (audiohook.AudioHookError, ProtocolError) as exc:
+            reason = exc.reason if isinstance(exc, ProtocolError) else str(exc)
+            if proto.state != "closed":  # tell the client why, if it still listens
+                with contextlib.suppress(Exception):
+                    await ws.send(json.dumps(proto.disconnect(reason)))
+            raise exc if isinstance(exc, ProtocolError) else ProtocolError(reason) from exc
+        return call
+
     # -- /stream -----------------------------------------------------------------------------
     async def _stream(self, ws: Any) -> CallPublisher | None:
         call: CallPublisher | None = None
         encoding = "pcm16"
-        async for frame in ws:
-            self._last_frame[id(ws)] = frame
+        async for frame in self._frames(ws):
             if isinstance(frame, bytes):
                 if call is None:
                     raise ProtocolError("audio before start")
@@ -452,6 +505,13 @@ def _twilio_start(msg: dict[str, Any]) -> CallStart:
     )  # fmt: skip
 
 
+def _audiohook_start(opened: audiohook.Opened) -> CallStart:
+    return CallStart(
+        opened.call_id, audiohook.RATE, 2, AGENT_CH, None, opened.customer_id, opened.queue,
+        source="audiohook",
+    )  # fmt: skip
+
+
 def _generic_start(msg: dict[str, Any]) -> tuple[CallStart, str]:
     try:
         rate, channels = int(msg["sample_rate"]), int(msg.get("channels", 1))
@@ -471,7 +531,9 @@ def _generic_start(msg: dict[str, Any]) -> tuple[CallStart, str]:
     return start, encoding
 
 
-async def serve(settings: Settings, host: str, port: int, ready: Any = None) -> None:
+async def serve(
+    settings: Settings, host: str, port: int, ready: Any = None, require_auth: bool | None = None
+) -> None:
     """Run the gateway until cancelled; ``ready`` (an asyncio.Event) is set once listening."""
     from callsense.ingest.producer import make_producer
     from callsense.processors.events import ensure_topics_async
@@ -481,7 +543,9 @@ async def serve(settings: Settings, host: str, port: int, ready: Any = None) -> 
 
     await ensure_topics_async(settings.kafka_bootstrap, settings)
     producer = await make_producer(settings.kafka_bootstrap)
-    gw = Gateway(settings, producer)
+    if require_auth is None:
+        require_auth = host not in LOOPBACK
+    gw = Gateway(settings, producer, require_auth)
 
     def process_request(connection: Any, request: Any) -> Any:
         host_header = request.headers.get("Host", f"{host}:{port}")
@@ -499,7 +563,7 @@ async def serve(settings: Settings, host: str, port: int, ready: Any = None) -> 
     try:
         async with ws_serve(handler, host, port, process_request=process_request,
                             max_size=1 << 20, max_queue=32) as server:  # fmt: skip
-            log.info("gateway listening on ws://%s:%d (/twilio, /stream)", host, port)
+            log.info("gateway listening on ws://%s:%d (%s)", host, port, ", ".join(ENDPOINTS))
             if ready is not None:
                 ready.set()
             await server.serve_forever()

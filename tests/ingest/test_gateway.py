@@ -8,27 +8,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pytest
-from callsense.ingest.gateway import (
-    MULAW_TO_PCM16,
-    TrackAligner,
-    mulaw_decode,
-    mulaw_encode,
-    serve,
-    twilio_signature,
-)
+from callsense.ingest.g711 import MULAW_TO_PCM16, mulaw_decode, mulaw_encode
+from callsense.ingest.gateway import TrackAligner, twilio_signature
 from callsense.ingest.gateway_cli import replay, stream_frames, twilio_frames
 from callsense.processors.events import AUDIO_TOPIC, DEADLETTER_TOPIC
+from support.gateway import gateway
 from support.streaming import read_topic
-
-from callsense.broker import free_port
-from callsense.settings import Settings
 
 
 def test_mulaw_round_trip_is_exact_on_codes_and_close_on_samples() -> None:
@@ -61,38 +50,6 @@ def test_twilio_signature_matches_twilios_documented_example() -> None:
               "From": "+14158675309", "To": "+18005551212"}  # fmt: skip
     assert twilio_signature("12345", url, params) == "RSOYDt4T1cUTdK1PDd93/VVr8B8="
     assert twilio_signature("12345", url + "&x=1", params) != "RSOYDt4T1cUTdK1PDd93/VVr8B8="
-
-
-@contextmanager
-def gateway(bootstrap: str, **overrides: Any) -> Iterator[str]:
-    """The gateway on a free port in a thread of its own; yields its ws:// base URL."""
-    settings = Settings(kafka_bootstrap=bootstrap, **overrides)
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    task: list[asyncio.Task] = []
-
-    failed: list[BaseException] = []
-
-    async def main() -> None:
-        ready = asyncio.Event()
-        task.append(asyncio.create_task(serve(settings, "127.0.0.1", port, ready)))
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait([task[0], waiter], return_when=asyncio.FIRST_COMPLETED)
-        if task[0].done() and task[0].exception():
-            failed.append(task[0].exception())  # type: ignore[arg-type]
-        started.set()
-        await asyncio.gather(task[0], return_exceptions=True)
-
-    thread = threading.Thread(target=lambda: loop.run_until_complete(main()), daemon=True)
-    thread.start()
-    assert started.wait(60), "gateway did not start"
-    assert not failed, f"gateway failed: {failed[0]!r}"
-    try:
-        yield f"ws://127.0.0.1:{port}"
-    finally:
-        loop.call_soon_threadsafe(task[0].cancel)
-        thread.join(30)
 
 
 def _events(bootstrap: str, call_id: str, topic: str = AUDIO_TOPIC) -> list[dict[str, Any]]:
