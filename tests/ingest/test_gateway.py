@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import uuid
 from typing import Any
 
 import numpy as np
@@ -144,3 +145,167 @@ def to16(x: np.ndarray) -> np.ndarray:
     from callsense.processors.stages import to_pcm16
 
     return to_pcm16(x)
+
+
+# --------------------------------------------------------------------------- hostile clients
+
+SR = 8000
+
+
+def _twilio(event: str, **body: Any) -> str:
+    return json.dumps({"event": event, "streamSid": "MZ1", **body})
+
+
+def _twilio_start(call_id: str, **fmt: Any) -> str:
+    media_format = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1, **fmt}
+    return _twilio("start", start={"streamSid": "MZ1", "callSid": "CA" + call_id,
+                                   "tracks": ["inbound"], "customParameters": {"call_id": call_id},
+                                   "mediaFormat": media_format})  # fmt: skip
+
+
+def _media(payload: str, track: str = "inbound", ts: int = 0) -> str:
+    return _twilio("media", media={"track": track, "chunk": "1", "timestamp": str(ts),
+                                   "payload": payload})  # fmt: skip
+
+
+def _ah(kind: str, seq: int, sid: str, **params: Any) -> str:
+    return json.dumps({"version": "2", "id": sid, "type": kind, "seq": seq, "serverseq": 0,
+                       "position": "PT0S", "parameters": params})  # fmt: skip
+
+
+def _ah_headers(sid: str, key: str = "k3y") -> dict[str, str]:
+    return {"Audiohook-Organization-Id": "d7934305-0972-4844-938e-9060eef73d05",
+            "Audiohook-Session-Id": sid, "Audiohook-Correlation-Id": str(uuid.uuid4()),
+            "X-API-KEY": key}  # fmt: skip
+
+
+def _ah_open(sid: str, conv: str) -> str:
+    return _ah("open", 1, sid, organizationId="d7934305-0972-4844-938e-9060eef73d05",
+               conversationId=conv, participant={"id": str(uuid.uuid4())},
+               media=[{"type": "audio", "format": "PCMU", "channels": ["external", "internal"],
+                       "rate": 8000}])  # fmt: skip
+
+
+async def _hostile(url: str, headers: dict[str, str], frames: list[Any],
+                   abort: bool = False) -> tuple[int | None, str, list[str]]:  # fmt: skip
+    """Send ``frames``; return the server's close code and reason and the texts it sent."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    texts: list[str] = []
+    async with connect(url, additional_headers=headers, max_size=1 << 21) as ws:
+        try:
+            for f in frames:
+                await ws.send(f)
+            if abort:
+                ws.transport.abort()  # the TCP connection drops: no close frame
+                return None, "aborted", texts
+            while True:
+                texts.append(await asyncio.wait_for(ws.recv(), 15))
+        except ConnectionClosed as exc:
+            return (exc.rcvd.code, exc.rcvd.reason, texts) if exc.rcvd else (None, "", texts)
+    return None, "", texts
+
+
+def test_malformed_input_closes_only_its_own_socket(kafka: Any) -> None:
+    """Fourteen kinds of broken client each get their own socket closed with a reason (and a
+    dead letter where the gateway read a frame); a well-behaved call streaming at real time
+    meanwhile arrives exact."""
+    good_audio = np.stack([np.sin(np.arange(4 * SR) / 9), np.cos(np.arange(4 * SR) / 7)])
+    good_audio = (0.3 * good_audio).astype(np.float32)
+    sid = [str(uuid.uuid4()) for _ in range(3)]
+    conv = str(uuid.uuid4())
+    mu = base64.b64encode(mulaw_encode(np.zeros(160, np.int16))).decode()
+    start = json.dumps({"type": "start", "call_id": "h-second", "sample_rate": SR})
+    cases: dict[str, tuple[str, dict[str, str], list[Any], Any, str]] = {
+        # name: (endpoint, headers, frames, expected close code, reason fragment)
+        "bad JSON": ("/stream", {}, ["{not json"], 1003, "not JSON"),
+        "unknown message": ("/stream", {}, [json.dumps({"type": "dance"})], 1008, "unknown"),
+        "second start": ("/stream", {}, [start, start], 1008, "second start"),
+        "torn int16 frame": ("/stream", {}, [json.dumps({"type": "start", "call_id": "h-torn",
+                             "sample_rate": SR, "channels": 2}), b"\x00\x01\x02"], 1003,
+                             "int16 frames"),  # fmt: skip
+        "oversize frame": ("/stream", {}, [json.dumps({"type": "start", "call_id": "h-big",
+                           "sample_rate": SR}), b"\x00" * (1 << 20 + 1)], 1009, ""),  # fmt: skip
+        "silence forever": ("/stream", {}, [json.dumps({"type": "start", "call_id": "h-idle",
+                            "sample_rate": SR})], 1008, "no frame for 2 s"),  # fmt: skip
+        "unknown Twilio event": ("/twilio", {}, [_twilio("dance")], 1008, "unknown Twilio"),
+        "media before start": ("/twilio", {}, [_media(mu)], 1008, "media before start"),
+        "bad base64": ("/twilio", {}, [_twilio_start("h-b64"), _media("@@@")], 1008,
+                       "bad media frame"),  # fmt: skip
+        "wrong media format": ("/twilio", {}, [_twilio_start("h-fmt", encoding="audio/x-l16",
+                               sampleRate=16000)], 1008, "unsupported media format"),  # fmt: skip
+        "unknown track": ("/twilio", {}, [_twilio_start("h-trk"), _media(mu, "sideways")],
+                          1008, "unknown track"),  # fmt: skip
+        "AudioHook audio before open": ("/audiohook", _ah_headers(sid[0]), [b"\xff" * 320],
+                                        1008, "not active"),  # fmt: skip
+        "AudioHook seq out of order": ("/audiohook", _ah_headers(sid[1]),
+                                       [_ah_open(sid[1], conv), _ah("ping", 7, sid[1])], 1008,
+                                       "out of order"),  # fmt: skip
+        "binary frame on /twilio": ("/twilio", {}, [b"\x00\x01"], 1003, "binary"),
+    }
+
+    async def main(base: str) -> tuple[dict[str, Any], Any]:
+        good = stream_frames(good_audio, SR, "h-good", {"queue": "q"})
+        runs = [_hostile(base + ep, h, fr) for ep, h, fr, _c, _r in cases.values()]
+        abrupt = _hostile(base + "/twilio", {}, [_twilio_start("h-abort"), _media(mu)], True)
+        results = await asyncio.gather(replay(good, base + "/stream", 1.0, {}), abrupt, *runs)
+        return dict(zip(cases, results[2:], strict=True)), results[1]
+
+    with gateway(kafka.bootstrap, gateway_idle_s=2.0, audiohook_api_key="k3y") as base:
+        got, aborted = asyncio.run(main(base))
+        # the gateway still serves after all of that
+        asyncio.run(replay(stream_frames(good_audio[:, :SR], SR, "h-after", {}),
+                           base + "/stream", None, {}))  # fmt: skip
+    assert len(cases) >= 10
+    for name, (_ep, _h, _f, code, reason) in cases.items():
+        got_code, got_reason, texts = got[name]
+        assert got_code == code and reason in got_reason, (name, got_code, got_reason)
+        if name.startswith("AudioHook") and "/audiohook" in cases[name][0]:
+            assert json.loads(texts[-1])["type"] == "disconnect", name
+            assert json.loads(texts[-1])["parameters"]["reason"] == "error", name
+    assert aborted[1] == "aborted"
+
+    events = _events(kafka.bootstrap, "h-good")
+    assert events[0]["kind"] == "call_start" and events[-1]["kind"] == "call_end"
+    assert np.array_equal(_audio(events), np.stack([to16(c) for c in good_audio]))
+    assert _events(kafka.bootstrap, "h-after")[-1]["kind"] == "call_end"
+    dead = read_topic(kafka.bootstrap, DEADLETTER_TOPIC)
+    reasons = " | ".join(d["reason"] for d in dead)
+    for fragment in ("not JSON", "second start", "int16 frames", "no frame for 2 s",
+                     "unknown Twilio", "media before start", "bad media frame",
+                     "unsupported media format", "unknown track", "not active",
+                     "out of order"):  # fmt: skip
+        assert fragment in reasons, fragment
+    assert all(d["stage"] == "gateway" for d in dead)
+
+
+def test_every_endpoint_enforces_its_credential(kafka: Any) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    def status(base: str, path: str, headers: dict[str, str]) -> int:
+        with pytest.raises(InvalidStatus) as refused:
+            asyncio.run(_hostile(base + path, headers, []))
+        return refused.value.response.status_code
+
+    sid = str(uuid.uuid4())
+    secrets = {"gateway_token": "t0k", "twilio_auth_token": "tw", "audiohook_api_key": "k3y"}
+    with gateway(kafka.bootstrap, require_auth=True, **secrets) as base:
+        assert status(base, "/stream", {"Authorization": "Bearer wrong"}) == 401
+        assert status(base, "/stream", {}) == 401
+        assert status(base, "/twilio", {"X-Twilio-Signature": "forged"}) == 403
+        assert status(base, "/audiohook", _ah_headers(sid, key="wrong")) == 401
+        assert status(base, "/audiohook", {"X-API-KEY": "k3y"}) == 400  # no session headers
+        assert status(base, "/nowhere", {}) == 404
+        # the right credentials open each endpoint
+        port = base.rsplit(":", 1)[1]
+        signature = twilio_signature("tw", f"wss://127.0.0.1:{port}/twilio")
+        for path, headers in (("/stream", {"Authorization": "Bearer t0k"}),
+                              ("/twilio", {"X-Twilio-Signature": signature}),
+                              ("/audiohook", _ah_headers(sid))):  # fmt: skip
+            code, _reason, _texts = asyncio.run(_hostile(base + path, headers, ["{"]))
+            assert code == 1003, path  # admitted, then closed for the bad frame
+    # beyond loopback, an endpoint whose credential is not configured refuses everyone
+    with gateway(kafka.bootstrap, require_auth=True, gateway_token="t0k") as base:
+        assert status(base, "/twilio", {}) == 403
+        assert status(base, "/audiohook", _ah_headers(sid)) == 403
