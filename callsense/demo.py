@@ -3,8 +3,11 @@
 Everything runs on 127.0.0.1 as child processes of this command (each in its own session, so
 shutdown order is ours): the embedded broker, ``callsense worker`` and ``callsense dashboard``.
 The sample calls in ``ingest/samples/`` stream concurrently in real time, round after round,
-each round with fresh call ids. Ctrl-C or SIGTERM stops the calls, then the worker (it commits
-what it finished), the dashboard and finally the broker; nothing is left running.
+each round with fresh call ids; the first of them enters through ``callsense gateway`` as a
+Twilio Media Stream (8 kHz mu-law, as a live telephone call would), the others are produced
+directly as ``callsense ingest`` does. Ctrl-C or SIGTERM stops the calls, then the dashboard,
+the gateway, the worker (it commits what it finished) and finally the broker; nothing is left
+running.
 """
 
 from __future__ import annotations
@@ -111,8 +114,11 @@ async def _loop_calls(
     speed: float | None,
     stop: asyncio.Event,
     started: list[str],
+    gateway_url: str | None = None,
 ) -> None:
-    """Stream every sample call concurrently, round after round, until ``stop`` is set."""
+    """Stream every sample call concurrently, round after round, until ``stop`` is set; with
+    ``gateway_url`` the first call goes through the gateway's ``/twilio`` endpoint."""
+    from callsense.ingest.gateway_cli import replay, twilio_frames
     from callsense.ingest.producer import CallMeta, load_call_audio, make_producer, stream_call
 
     loaded = [(c, *load_call_audio(c["path"])) for c in calls]
@@ -131,6 +137,15 @@ async def _loop_calls(
                     c.get("queue"),
                 )
                 started.append(meta.call_id)
+                if gateway_url and not tasks:
+                    params = {"call_id": meta.call_id, **{k: c[k] for k in
+                              ("agent_id", "customer_id", "queue") if c.get(k)}}  # fmt: skip
+                    frames = twilio_frames(audio, sr, "CA" + uuid.uuid4().hex, params,
+                                           meta.agent_channel)  # fmt: skip
+                    click.echo(f"{meta.call_id}: through the gateway ({gateway_url}/twilio)")
+                    tasks.append(asyncio.create_task(replay(frames, gateway_url + "/twilio",
+                                                            speed, {})))  # fmt: skip
+                    continue
                 tasks.append(asyncio.create_task(stream_call(
                     producer, audio, sr, meta, chunk_ms=settings.chunk_ms, speed=speed,
                     source=c["file"])))  # fmt: skip
@@ -235,6 +250,14 @@ def demo_cmd(
         py = [sys.executable, "-m", "callsense.cli"]
         children.append(Child("worker", py + ["worker"], env, logs / "worker.log"))
         click.echo(f"worker     pid {children[-1].pid}, log {logs / 'worker.log'}")
+        gport = free_port()
+        (logs / "gateway.log").unlink(missing_ok=True)  # "listening" must be this run's
+        gateway = Child("gateway", py + ["gateway", "--host", "127.0.0.1", "--port", str(gport)],
+                        env, logs / "gateway.log")  # fmt: skip
+        children.append(gateway)
+        gateway_url = f"ws://127.0.0.1:{gport}"
+        click.echo(f"gateway    pid {gateway.pid}, {gateway_url} (/twilio, /audiohook, /stream), "
+                   f"log {logs / 'gateway.log'}")  # fmt: skip
         dash_url = None
         if no_dashboard:
             click.echo("dashboard  not started (--no-dashboard)")
@@ -252,9 +275,10 @@ def demo_cmd(
             click.echo(f"\n  Dashboard: {dash_url}\n")
         click.echo("Ctrl-C to stop.")
         sys.stdout.flush()
-        loop.run_until_complete(
-            _supervise(settings, calls, pace, stop, started, children, duration, t0, url)
-        )
+        loop.run_until_complete(_wait_listening(gateway, 60))
+        loop.run_until_complete(_supervise(
+            settings, calls, pace, stop, started, children, duration, t0, url, gateway_url
+        ))  # fmt: skip
     finally:
         for child in reversed(children):
             child.stop()
@@ -263,6 +287,14 @@ def demo_cmd(
         for s, h in old.items():
             signal.signal(s, h)
         click.echo(f"stopped after {time.monotonic() - t0:.1f} s; {len(started)} calls streamed")
+
+
+async def _wait_listening(child: Child, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while "listening" not in (child.log.read_text(errors="replace") if child.log.exists() else ""):
+        if not child.alive() or time.monotonic() > deadline:
+            raise click.ClickException(f"{child.name} did not start; see {child.log}")
+        await asyncio.sleep(0.2)
 
 
 async def _supervise(
@@ -275,8 +307,9 @@ async def _supervise(
     duration: float | None,
     t0: float,
     url: str,
+    gateway_url: str | None = None,
 ) -> None:
-    feeder = asyncio.create_task(_loop_calls(settings, calls, pace, stop, started))
+    feeder = asyncio.create_task(_loop_calls(settings, calls, pace, stop, started, gateway_url))
     reported: set[str] = set()
     wanted = set(settings.emotion_roles) & {"customer", "agent"}
     loop = asyncio.get_running_loop()

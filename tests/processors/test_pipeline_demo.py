@@ -79,6 +79,7 @@ def test_demo_streams_sample_calls_and_stops_cleanly(broker: str, tmp_path: Path
     assert code == 0, out
     assert "stopped after" in out
     pids = [int(p) for p in re.findall(r"pid (\d+)", out)]
-    assert len(pids) == 3, out  # broker, worker, dashboard
+    assert len(pids) == 4, out  # broker, worker, gateway, dashboard
+    assert re.search(r"\S+-r1-\S+: through the gateway \(ws://127.0.0.1:\d+/twilio\)", out), out
     time.sleep(0.5)
     assert not [p for p in pids if _alive(p)], f"orphan processes left: {pids}\n{out}"
