@@ -30,6 +30,7 @@ from callsense.dashboard.auth import current_user, install_auth
 from callsense.dashboard.data import live_overview
 from callsense.dashboard.display import label, mmss, shown, when
 from callsense.dashboard.figures import COLORS, sparkline, trajectory_figure
+from callsense.dashboard.microphone import install_microphone
 from dash import ALL, Dash, Input, Output, State, ctx, dash_table, dcc, html
 from dash.exceptions import PreventUpdate
 from flask import Flask, Response, request
@@ -393,6 +394,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
     )
     install_auth(server, settings, require_login)
     install_known_paths(server)
+    install_microphone(server, settings)
     notifier = AckNotifier(settings, sf)
     token = settings.api_token.get_secret_value() if settings.api_token else None
     server.register_blueprint(make_api(sf, lambda: token, on_ack=notifier))
@@ -428,6 +430,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             dcc.Link("History", href="/history"),
             dcc.Link("Upload", href="/upload"),
             dcc.Link("Webhooks", href="/webhooks"),
+            html.A("Microphone", href="/microphone"),
             html.A("Sign out", href="/logout", className="right") if require_login else None,
         ]
     )

@@ -42,6 +42,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import numpy as np
 from callsense.ingest import audiohook
@@ -196,6 +197,27 @@ def twilio_signature(auth_token: str, url: str, params: dict[str, str] | None = 
     return base64.b64encode(digest).decode()
 
 
+def mint_ticket(token: str, call_id: str, ttl_s: float = 120.0, now: float | None = None) -> str:
+    """A short-lived ``/stream`` credential for one call id, for clients that cannot send an
+    Authorization header (a browser's WebSocket): ``<call id>.<expiry>.<HMAC-SHA256>``, keyed
+    with the gateway token, which itself never leaves the server."""
+    expires = int((time.time() if now is None else now) + ttl_s)
+    mac = hmac.new(token.encode(), f"{call_id}.{expires}".encode(), hashlib.sha256).hexdigest()
+    return f"{call_id}.{expires}.{mac}"
+
+
+def check_ticket(token: str, ticket: str, now: float | None = None) -> str | None:
+    """The call id a valid, unexpired ticket is for, else None."""
+    parts = ticket.rsplit(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    call_id, expires, mac = parts
+    want = hmac.new(token.encode(), f"{call_id}.{expires}".encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(mac.encode(), want.encode()):
+        return None
+    return call_id if int(expires) >= (time.time() if now is None else now) else None
+
+
 # --------------------------------------------------------------------------- the server
 
 
@@ -232,10 +254,9 @@ class Gateway:
         if secret is None and self.require_auth:
             return 403, f"{route} has no credential configured on this gateway"
         if route == "/stream" and self.token:
-            scheme, _, given = (headers.get("Authorization") or "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(),
-                                                                     self.token.encode()):
-                return 401, "missing or wrong bearer token"
+            ticket = parse_qs(path.partition("?")[2]).get("ticket", [""])[0]
+            if not self._bearer_ok(headers) and not (ticket and check_ticket(self.token, ticket)):
+                return 401, "missing or wrong bearer token (or ticket)"
         if route == "/twilio" and self.twilio_token:
             base = self.public_url or f"wss://{host}"
             expected = twilio_signature(self.twilio_token, base + path)
@@ -245,6 +266,11 @@ class Gateway:
         if route == "/audiohook":
             return self._check_audiohook(path, headers, host)
         return None
+
+    def _bearer_ok(self, headers: Any) -> bool:
+        scheme, _, given = (headers.get("Authorization") or "").partition(" ")
+        token = self.token or ""
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
 
     def _check_audiohook(self, path: str, headers: Any, host: str) -> tuple[int, str] | None:
         for name in ("Audiohook-Session-Id", "Audiohook-Organization-Id",
@@ -425,6 +451,14 @@ class Gateway:
         return call
 
     # -- /stream -----------------------------------------------------------------------------
+    def _ticket_call(self, ws: Any) -> str | None:
+        """The call id a ticket-admitted socket may stream (None: admitted by bearer/open)."""
+        req = ws.request
+        if not self.token or self._bearer_ok(req.headers):
+            return None
+        ticket = parse_qs(req.path.partition("?")[2]).get("ticket", [""])[0]
+        return check_ticket(self.token, ticket) or ""
+
     async def _stream(self, ws: Any) -> CallPublisher | None:
         call: CallPublisher | None = None
         encoding = "pcm16"
@@ -451,6 +485,9 @@ class Gateway:
                 if call is not None:
                     raise ProtocolError("a second start on one stream")
                 start, encoding = _generic_start(msg)
+                bound = self._ticket_call(ws)
+                if bound is not None and start.call_id != bound:
+                    raise ProtocolError("the ticket is for another call id")
                 call = await self._open(ws, start)
             elif kind == "stop":
                 if call is not None:

@@ -129,7 +129,7 @@ def seed(sf: Any) -> None:
         )
 
 
-def chrome_driver(tmp_path: Path) -> Any:
+def chrome_driver(tmp_path: Path, *extra_args: str) -> Any:
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver:
         reason = "Debian chromium + chromium-driver not installed (make system-deps)"
@@ -153,6 +153,7 @@ def chrome_driver(tmp_path: Path) -> Any:
         "--disable-dev-shm-usage",
         "--window-size=1500,1000",
         f"--user-data-dir={tmp_path / 'chrome-profile'}",
+        *extra_args,
     ):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(driver), options=opts)
