@@ -219,8 +219,19 @@ def _params(model: type[BaseModel]) -> list[dict[str, Any]]:
     return out
 
 
-def _object(types: dict[str, str]) -> dict[str, Any]:
-    return {"type": "object", "properties": {k: {"type": t} for k, t in types.items()}}
+def _object(types: dict[str, str], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An object schema: ``required`` fields are present and never null, others may be null."""
+    props = {k: {"type": t if k in required else [t, "null"]} for k, t in types.items()}
+    return {"type": "object", "required": list(required), "properties": props}
+
+
+def _array(item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": item}
+
+
+def _json_response(description: str, schema: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -238,7 +249,8 @@ def openapi_document() -> dict[str, Any]:
             "anger_share": "number",
             "alerts": "integer",
             "open_alerts": "integer",
-        }
+        },
+        required=("call_id", "status", "started_at", "alerts", "open_alerts"),
     )
     alert = _object(
         {
@@ -256,8 +268,37 @@ def openapi_document() -> dict[str, Any]:
             "acknowledged_by": "string",
             "acknowledged_at": "string",
             "details": "object",
-        }
+        },
+        required=("id", "call_id", "rule", "status", "severity", "raised_at"),
     )
+    probs = {"type": "object", "additionalProperties": {"type": "number"}}
+    window = _object(
+        {"speaker": "string", "role": "string", "start_ms": "integer", "end_ms": "integer",
+         "label": "string", "raw_label": "string", "confidence": "number",
+         "uncertain": "boolean", "smoothed_label": "string"},
+        required=("speaker", "start_ms", "end_ms", "label", "confidence"),
+    )  # fmt: skip
+    window["properties"] |= {"probabilities": probs, "smoothed_probabilities": probs}
+    detail = _object({"channels": "integer", "sample_rate": "integer", "source": "string",
+                      "summary": "object", "extra": "object"})  # fmt: skip
+    detail["required"] = list(call_row["required"])
+    detail["properties"] = {
+        **call_row["properties"],
+        **detail["properties"],
+        "speakers": _array(_object({"speaker": "string", "role": "string", "channel": "integer"},
+                                   required=("speaker",))),  # fmt: skip
+        "windows": _array(window),
+        "alerts_list": _array({"$ref": "#/components/schemas/Alert"}),
+    }
+    worker = _object({"worker_id": "string", "age_s": "number", "live_calls": "integer",
+                      "audio_partitions": "integer", "audio_lag": "integer"},
+                     required=("worker_id", "age_s"))  # fmt: skip
+    health = {"type": "object", "required": ["up", "workers"], "properties": {
+        "up": {"type": "boolean"}, "newest_heartbeat_age_s": {"type": ["number", "null"]},
+        "workers": _array(worker)}}  # fmt: skip
+    ack = {"type": "object", "required": ["acknowledged", "alert"], "properties": {
+        "acknowledged": {"type": "boolean", "description": "false: it already was"},
+        "alert": {"$ref": "#/components/schemas/Alert"}}}  # fmt: skip
 
     nullable_str = {"type": ["string", "null"]}
     nullable_num = {"type": ["number", "null"]}
@@ -349,14 +390,15 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "string", "pattern": ID_PATTERN},
                         }
                     ],
-                    "responses": {"200": {"description": "The call"}, "404": err, **common},
+                    "responses": {"200": _json_response("The call", "CallDetail"), "404": err,
+                                  **common},  # fmt: skip
                 }
             },
             "/api/health": {
                 "get": {
                     "summary": "Pipeline health: up when a stream worker reported within 30 s; "
                     "each fresh worker's live calls, audio partitions and lag.",
-                    "responses": {"200": {"description": "The verdict"}, **common},
+                    "responses": {"200": _json_response("The verdict", "Health"), **common},
                 }
             },
             "/api/live": {
@@ -416,7 +458,8 @@ def openapi_document() -> dict[str, Any]:
                             }
                         },
                     },
-                    "responses": {"200": {"description": "Current alert"}, "404": err, **common},
+                    "responses": {"200": _json_response("Current alert", "Ack"), "404": err,
+                                  **common},  # fmt: skip
                 }
             },
         },
@@ -437,7 +480,10 @@ def openapi_document() -> dict[str, Any]:
             },
             "schemas": {
                 "Call": call_row,
+                "CallDetail": detail,
                 "Alert": alert,
+                "Health": health,
+                "Ack": ack,
                 "CallPage": page("Call"),
                 "AlertPage": page("Alert"),
                 "LiveCall": live_call,
