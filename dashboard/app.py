@@ -192,7 +192,56 @@ def _call_card(c: dict[str, Any]) -> html.Div:
 
 
 def live_page() -> html.Div:
-    return html.Div([html.H2("Live calls"), html.Div(id="live-calls"), dcc.Store(id="live-sig")])
+    filters = html.Div(
+        [
+            html.Label(["Queue", dcc.Dropdown(id="live-queue", options=[],
+                                              placeholder="all queues")]),  # fmt: skip
+            html.Label(["Agent", dcc.Input(id="live-agent", debounce=True,
+                                           placeholder="agent id (part)")]),  # fmt: skip
+            dcc.Checklist(id="live-alerted", options=[{"label": " alerts only", "value": "on"}],
+                          value=[]),  # fmt: skip
+            html.Button("Enable notifications", id="notify-permission", className="ack-btn"),
+        ],
+        className="filters",
+    )
+    return html.Div(
+        [html.H2("Live calls"), filters, html.Div(id="live-calls"), dcc.Store(id="live-sig")]
+    )
+
+
+def filter_live(
+    calls: list[dict[str, Any]], queue: str | None, agent: str | None, alerted: bool
+) -> list[dict[str, Any]]:
+    """The live calls a supervisor's filters keep (queue exact, agent case-insensitive part)."""
+    agent = (agent or "").strip().lower()
+    return [
+        c for c in calls
+        if (not queue or c["queue"] == queue)
+        and (not agent or agent in (c["agent_id"] or "").lower())
+        and (not alerted or c["alerts"])
+    ]  # fmt: skip
+
+
+# a new open alert on any live call: the tab title counts open alerts, an in-page toast names
+# the new ones, and a browser notification shows them when the user allowed notifications
+NOTIFY_JS = """
+function(alerts) {
+    if (alerts === null || alerts === undefined) { return window.dash_clientside.no_update; }
+    const list = alerts;
+    document.title = list.length ? "(" + list.length + ") callsense" : "callsense";
+    const seen = window.__callsenseSeen;
+    window.__callsenseSeen = new Set([...(seen || []), ...list.map(a => a.id)]);
+    if (seen === undefined) { return window.dash_clientside.no_update; }
+    const fresh = list.filter(a => !seen.has(a.id));
+    if (!fresh.length) { return window.dash_clientside.no_update; }
+    const text = fresh.map(a => a.severity + " alert on " + a.call_id + ": " + a.message)
+        .join("; ");
+    if ("Notification" in window && Notification.permission === "granted") {
+        new Notification("callsense", {body: text, tag: fresh[0].id});
+    }
+    return text;
+}
+"""
 
 
 def call_page(call_id: str) -> html.Div:
@@ -442,6 +491,8 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             dcc.Interval(id="health-tick", interval=5000),
             html.Div(id="pipeline-banner"),
             html.Div(id="ack-msg", className="flash"),
+            html.Div(id="alert-toast", className="toast", role="alert"),
+            dcc.Store(id="live-alerts"),
             html.Main(id="page"),
             dcc.Graph(id="plotly-preload", style={"display": "none"}),
         ]
@@ -484,32 +535,54 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
     @app.callback(
         Output("live-calls", "children"),
         Output("live-sig", "data"),
+        Output("live-queue", "options"),
+        Output("live-alerts", "data"),
         Input("tick", "n_intervals"),
         Input("url", "pathname"),
+        Input("live-queue", "value"),
+        Input("live-agent", "value"),
+        Input("live-alerted", "value"),
         State("live-sig", "data"),
     )
-    def live(_n: int | None, path: str | None, sig: str | None) -> Any:
+    def live(
+        _n: int | None, path: str | None, queue: str | None, agent: str | None,
+        alerted: list[str] | None, sig: str | None,
+    ) -> Any:  # fmt: skip
         if (path or "/") != "/":
             raise PreventUpdate
         with sf() as s:
             calls = live_overview(s)
-        new = _sig(calls)
+        new = _sig([calls, queue, agent, alerted])
         if new == sig:
             raise PreventUpdate
+        queues = sorted({c["queue"] for c in calls if c["queue"]})
+        open_alerts = [{k: a.get(k) for k in ("id", "call_id", "severity", "message")}
+                       for c in calls for a in c["alerts"]]  # fmt: skip
         if not calls:
-            return html.P("No active calls.", className="muted"), new
+            return html.P("No active calls.", className="muted"), new, queues, open_alerts
+        kept = filter_live(calls, queue, agent, bool(alerted))
         active = sum(c["status"] == "active" for c in calls)
-        alerted = sum(bool(c["alerts"]) for c in calls)
-        shown = calls[:LIVE_MAX_CARDS]
+        alerted_n = sum(bool(c["alerts"]) for c in calls)
+        shown = kept[:LIVE_MAX_CARDS]
         head = (
-            f"{active} active call{'s' * (active != 1)}, {alerted} with open alerts; "
+            f"{active} active call{'s' * (active != 1)}, {alerted_n} with open alerts; "
             f"ranked by attention (alerts, customer anger now and rising, duration)"
         )
-        if len(shown) < len(calls):
-            head += f"; showing the top {len(shown)} of {len(calls)} (the rest: History)"
-        return [html.P(head, className="muted", id="live-count")] + [
-            _call_card(c) for c in shown
-        ], new
+        if len(kept) < len(calls):
+            head += f"; the filters show {len(kept)} and hide {len(calls) - len(kept)}"
+        if len(shown) < len(kept):
+            head += f"; showing the top {len(shown)} of {len(kept)} (the rest: History)"
+        cards = [html.P(head, className="muted", id="live-count")] + [_call_card(c) for c in shown]
+        return cards, new, queues, open_alerts
+
+    app.clientside_callback(NOTIFY_JS, Output("alert-toast", "children"),
+                            Input("live-alerts", "data"))  # fmt: skip
+    app.clientside_callback(
+        """function(n) { if (n && "Notification" in window) { Notification.requestPermission(); }
+        return window.dash_clientside.no_update; }""",
+        Output("notify-permission", "title"),
+        Input("notify-permission", "n_clicks"),
+    )
 
     @app.callback(
         Output("call-meta", "children"),
