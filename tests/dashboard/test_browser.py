@@ -12,8 +12,6 @@ Set CALLSENSE_UPDATE_SCREENSHOTS=1 to refresh docs/img/dashboard-{live,call}.png
 from __future__ import annotations
 
 import base64
-import os
-import shutil
 import statistics
 import threading
 import time
@@ -22,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.dash import HookReceiver, acknowledge_on_card, click, window_row  # noqa: E402
+from support.dash import HookReceiver, acknowledge_on_card, click, update_screenshots, window_row  # noqa: E402
 from support.dash import chrome_driver as _driver  # noqa: E402
 from support.dash import wait as _wait  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CALL = "call-live-001"
 
 
@@ -211,11 +208,7 @@ def test_live_view_alert_ack_and_history(dashboard_factory, tmp_path: Path) -> N
         writer.stop.set()
         driver.quit()
         recv.close()
-    if os.environ.get("CALLSENSE_UPDATE_SCREENSHOTS") == "1":
-        out = REPO_ROOT / "docs" / "img"
-        out.mkdir(parents=True, exist_ok=True)
-        for name in ("dashboard-live.png", "dashboard-call.png"):
-            shutil.copy(tmp_path / name, out / name)
+    update_screenshots(tmp_path, "dashboard-live.png", "dashboard-call.png")
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -6,17 +6,14 @@ docs/img/live-wall-{desktop,390}.png)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.dash import chrome_driver, window_row
+from support.dash import chrome_driver, update_screenshots, window_row
 from support.dash import wait as _wait
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 QUEUES = ("billing", "support", "tech")
 N = 100
 
@@ -108,8 +105,4 @@ def test_hundred_calls_ranked_filtered_and_a_new_alert_notifies(
         driver.save_screenshot(str(tmp_path / "live-wall-390.png"))
     finally:
         driver.quit()
-    if os.environ.get("CALLSENSE_UPDATE_SCREENSHOTS") == "1":
-        out = REPO_ROOT / "docs" / "img"
-        out.mkdir(parents=True, exist_ok=True)
-        for name in ("live-wall-desktop.png", "live-wall-390.png"):
-            shutil.copy(tmp_path / name, out / name)
+    update_screenshots(tmp_path, "live-wall-desktop.png", "live-wall-390.png")

@@ -233,3 +233,13 @@ def acknowledge_on_card(driver: Any, card: str, user: str = "supervisor") -> Non
         return f"acknowledged by {user}" in driver.find_element(By.CSS_SELECTOR, card).text
 
     wait(click, timeout=20, what="acknowledgement shown")
+
+
+def update_screenshots(tmp_path: Path, *names: str) -> None:
+    """With CALLSENSE_UPDATE_SCREENSHOTS=1, copy a test's screenshots into docs/img."""
+    if os.environ.get("CALLSENSE_UPDATE_SCREENSHOTS") != "1":
+        return
+    out = Path(__file__).resolve().parents[2] / "docs" / "img"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(tmp_path / name, out / name)
