@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from callsense.processors.alerts import EVENT_TYPES
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
@@ -234,6 +235,13 @@ def _json_response(description: str, schema: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": ref}}}
 
 
+WEBHOOK_HEADERS = (
+    ("webhook-id", "msg_...: the same on every retry (deduplicate by it)"),
+    ("webhook-timestamp", "unix seconds of this attempt"),
+    ("webhook-signature", "v1,<base64 HMAC-SHA256(secret, id.timestamp.body)>"),
+)
+
+
 def openapi_document() -> dict[str, Any]:
     err = {"$ref": "#/components/responses/Error"}
     call_row = _object(
@@ -355,6 +363,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/api/calls": {
                 "get": {
+                    "operationId": "searchCalls",
                     "summary": "Search calls (paged, sortable); format=csv exports all rows.",
                     "parameters": _params(CallQuery)
                     + [
@@ -381,6 +390,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/calls/{call_id}": {
                 "get": {
+                    "operationId": "getCall",
                     "summary": "Call metadata, speakers, emotion windows and alerts.",
                     "parameters": [
                         {
@@ -396,6 +406,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/health": {
                 "get": {
+                    "operationId": "getHealth",
                     "summary": "Pipeline health: up when a stream worker reported within 30 s; "
                     "each fresh worker's live calls, audio partitions and lag.",
                     "responses": {"200": _json_response("The verdict", "Health"), **common},
@@ -403,6 +414,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/live": {
                 "get": {
+                    "operationId": "getLive",
                     "summary": "Every active call (and those ended in the last 2 min), ranked "
                     "by attention as on the live view, with each speaker's current emotion.",
                     "responses": {
@@ -420,6 +432,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/alerts": {
                 "get": {
+                    "operationId": "searchAlerts",
                     "summary": "Search alerts.",
                     "parameters": _params(AlertQuery),
                     "responses": {
@@ -437,6 +450,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/alerts/{alert_id}/ack": {
                 "post": {
+                    "operationId": "acknowledgeAlert",
                     "summary": "Acknowledge an alert (once; later calls change nothing).",
                     "parameters": [
                         {
@@ -463,6 +477,29 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
         },
+        "webhooks": {
+            "alertEvent": {
+                "post": {
+                    "operationId": "alertEvent",
+                    "summary": "An alert changed (raised, updated, resolved, acknowledged), POSTed "
+                    "to each CALLSENSE_WEBHOOK_URL endpoint whose filter matches; signed as "
+                    "Standard Webhooks; retried until a 2xx, except other 4xx. (`callsense "
+                    "webhook test` sends type webhook.test with data.message instead.)",
+                    "security": [],
+                    "parameters": [
+                        {"name": name, "in": "header", "required": True,
+                         "schema": {"type": "string"}, "description": text}
+                        for name, text in WEBHOOK_HEADERS
+                    ],  # fmt: skip
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/AlertWebhook"}}},
+                    },  # fmt: skip
+                    "responses": {"2XX": {"description": "Received; not sent again"}},
+                }
+            }
+        },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "responses": {
@@ -483,6 +520,15 @@ def openapi_document() -> dict[str, Any]:
                 "CallDetail": detail,
                 "Alert": alert,
                 "Health": health,
+                "AlertWebhook": {
+                    "type": "object",
+                    "required": ["type", "timestamp", "data"],
+                    "properties": {
+                        "type": {"enum": list(EVENT_TYPES)},
+                        "timestamp": {"type": "string", "description": "ISO 8601"},
+                        "data": {"$ref": "#/components/schemas/Alert"},
+                    },
+                },
                 "Ack": ack,
                 "CallPage": page("Call"),
                 "AlertPage": page("Alert"),

@@ -68,3 +68,24 @@ def test_real_responses_validate_against_the_document(api: httpx.Client) -> None
     assert statuses == [200, 200, 200, 200, 200, 200, 200, 200, 401, 400, 404], statuses
     for resp in checked:
         _check(doc, resp)
+
+
+def test_operations_are_named_and_webhook_payloads_match_the_document(api: httpx.Client) -> None:
+    from callsense.processors.alerts import AlertEvent
+    from jsonschema import Draft202012Validator
+
+    doc = api.get("/api/openapi.json").json()
+    ops = [op["operationId"] for path in doc["paths"].values() for op in path.values()]
+    assert len(ops) == len(set(ops)) == 6
+    hook = doc["webhooks"]["alertEvent"]["post"]
+    assert {p["name"] for p in hook["parameters"]} == {"webhook-id", "webhook-timestamp",
+                                                       "webhook-signature"}  # fmt: skip
+    alert = api.get("/api/alerts", headers=AUTH).json()["items"][0]
+    for kind in ("alert.raised", "alert.acknowledged"):
+        payload = AlertEvent(event_id="e1", type=kind, alert=alert,
+                             occurred_at="2026-12-01T09:00:00+00:00").payload()  # fmt: skip
+        schema = {"$ref": "#/components/schemas/AlertWebhook", "components": doc["components"]}
+        errors = list(Draft202012Validator(schema).iter_errors(payload))
+        assert not errors, errors
+    bad = {"type": "alert.exploded", "timestamp": "x", "data": alert}
+    assert list(Draft202012Validator(schema).iter_errors(bad))
