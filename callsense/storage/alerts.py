@@ -88,9 +88,10 @@ def apply_alert_event(session: Session, event_type: str, alert: dict[str, Any]) 
 
 def acknowledge(session: Session, alert_id: str, user: str, at: datetime | None = None):
     """Mark an alert acknowledged by ``user``. Returns the updated alert dict, or ``None`` if the
-    alert does not exist or was already acknowledged (acknowledging twice changes nothing)."""
+    alert does not exist, was already acknowledged (acknowledging twice changes nothing) or is
+    resolved (there is nothing left to act on)."""
     row = session.get(Alert, alert_id)
-    if row is None or row.acknowledged_by is not None:
+    if row is None or row.acknowledged_by is not None or row.status == "resolved":
         return None
     row.acknowledged_by = user[:128]
     row.acknowledged_at = at or datetime.now(UTC)

@@ -59,9 +59,15 @@ class CallQuery(BaseModel):
 
     started_from: datetime | None = Field(None, description="Call started at or after (ISO).")
     started_to: datetime | None = Field(None, description="Call started before (ISO 8601).")
-    agent: str | None = Field(None, pattern=ID_PATTERN, description="Agent id (exact).")
-    customer: str | None = Field(None, pattern=ID_PATTERN, description="Customer id (exact).")
-    queue: str | None = Field(None, pattern=ID_PATTERN, description="Queue (exact).")
+    agent: str | None = Field(
+        None, pattern=ID_PATTERN, description="Agent id (case-insensitive, any part)."
+    )
+    customer: str | None = Field(
+        None, pattern=ID_PATTERN, description="Customer id (case-insensitive, any part)."
+    )
+    queue: str | None = Field(
+        None, pattern=ID_PATTERN, description="Queue (case-insensitive, any part)."
+    )
     status: CallStatus | None = Field(None, description="Call status.")
     min_anger_share: float | None = Field(
         None, ge=0, le=1, allow_inf_nan=False, description="Minimum anger share 0-1."
@@ -165,8 +171,8 @@ def search_calls(session: Session, q: CallQuery) -> dict[str, Any]:
         (q.customer, Call.customer_id),
         (q.queue, Call.queue),
     ):
-        if value:
-            conds.append(col == value)
+        if value:  # case-insensitive part ("bill" finds "Billing"); % and _ are literal
+            conds.append(func.lower(col).contains(value.lower(), autoescape=True))
     if q.status:
         conds.append(Call.status == q.status)
     if q.min_anger_share is not None:

@@ -329,3 +329,28 @@ def test_health_says_down_until_a_worker_beats(dashboard_factory) -> None:
         beat(s, "w:1", datetime.now(UTC), live_calls=2, audio_partitions=4, audio_lag=7)
     body = httpx.get(served.url + "/api/health", headers=AUTH).json()
     assert body["up"] and body["workers"][0]["audio_lag"] == 7
+
+
+def test_id_filters_are_case_insensitive_parts(api: httpx.Client) -> None:
+    def q(**params: str) -> list[str]:
+        return sorted(ids(api.get("/api/calls", params=params, headers=AUTH)))
+
+    assert q(queue="BILL") == q(queue="billing") == ["c-angry", "c-live"]
+    assert q(agent="a") == ["c-angry", "c-calm", "c-live", "c-old"]
+    assert q(customer="k1") == ["c-angry", "c-old"]
+    assert q(queue="bill_ng") == []  # "_" is a literal, not a wildcard
+
+
+def test_a_resolved_alert_cannot_be_acknowledged(api: httpx.Client) -> None:
+    from callsense.storage.alerts import apply_alert_event
+
+    served = api.served  # type: ignore[attr-defined]
+    with served.sf.begin() as s:
+        apply_alert_event(s, "alert.resolved", {
+            "id": "al_test1", "call_id": "c-angry", "rule": "customer_anger", "speaker": "ch1",
+            "role": "customer", "status": "resolved", "severity": "warning",
+            "message": "customer calm again", "raised_at": "2026-11-20T09:01:00+00:00",
+            "resolved_at": "2026-11-20T09:01:30+00:00"})  # fmt: skip
+    r = api.post("/api/alerts/al_test1/ack", json={"by": "sam"}, headers=AUTH).json()
+    assert r["acknowledged"] is False and r["alert"]["status"] == "resolved"
+    assert r["alert"]["acknowledged_by"] is None
