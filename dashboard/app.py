@@ -120,6 +120,8 @@ def _alert_item(a: dict[str, Any]) -> html.Div:
             f"acknowledged by {a['acknowledged_by']} at {when(a['acknowledged_at'])}",
             className="acked",
         )
+    elif a.get("status") == "resolved":  # nothing left to act on: no button
+        ack = html.Span("resolved, not acknowledged", className="muted")
     else:
         ack = html.Button(
             "Acknowledge", id={"type": "ack", "alert": a["id"]}, n_clicks=0, className="ack-btn"
