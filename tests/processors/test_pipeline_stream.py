@@ -10,13 +10,15 @@ broker), a real worker subprocess, the shipped model and real databases (SQLite 
   again); the stored windows equal offline analysis with ``diarization_mono`` on, and both
   diarized speakers are stored with their roles;
 * bad input (corrupt chunks, a sample-rate change, a chunk for an unknown call, a non-JSON
-  message) goes to the dead-letter topic with a reason while another call is in flight, and
-  that call still yields exactly its offline windows.
+  message, and every malformed event kind of ``support/poison.py``: 23 kinds) goes to the
+  dead-letter topic, one letter each with its reason, while another call is in flight; the
+  worker stays up and that call still yields exactly its offline windows.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from callsense.processors.events import (  # noqa: E402
     CallStart,
     ensure_topics,
 )
+from support.poison import POISON
 from support.streaming import (  # noqa: E402
     Worker,
     assert_same_windows,
@@ -233,6 +236,12 @@ def _chunk(call_id: str, seq: int, start: int, audio, rate: int = 16000) -> byte
     return AudioChunk.from_array(call_id, seq, start, rate, audio).to_json()
 
 
+def _poison_key(value: bytes) -> bytes:
+    """The key a producer would give a raw event: its call id when it has one."""
+    m = re.search(rb'"call_id": "([^"]+)"', value)
+    return m.group(1) if m else b"junk"
+
+
 def test_bad_input_goes_to_deadletter_other_call_unaffected(
     kafka: KafkaCluster, stereo_call: Path, offline: list, tmp_path: Path
 ) -> None:
@@ -264,12 +273,15 @@ def test_bad_input_goes_to_deadletter_other_call_unaffected(
             (b"ghost", _chunk("ghost", 0, 0, tone)),  # never started
             (b"junk", b"\x00\xffnot json"),
         ], AUDIO_TOPIC)  # fmt: skip
+        # every malformed event kind the parser knows, keyed as a producer would key it
+        produce(kafka.bootstrap, [(_poison_key(v), v) for v, _reason in POISON], AUDIO_TOPIC)
 
         out, err = good.communicate(timeout=120)
         assert good.returncode == 0, err
         done = "SELECT count(*) FROM call_summaries WHERE call_id IN ('good-call', 'bad-call')"
         wait_for(lambda: db_scalar(url, done) == 2, 180, "both calls ended", worker)
         stored = db_windows(url, "good-call")
+        alive = worker.alive()
     finally:
         worker.stop()
 
@@ -287,5 +299,12 @@ def test_bad_input_goes_to_deadletter_other_call_unaffected(
     assert any("unknown call" in r for r in reasons.get("ghost", []))
     assert any("not JSON" in r for r in reasons.get(None, []))
     assert "good-call" not in reasons
+    # the poison matrix: each kind dead-lettered with its own reason, the worker alive throughout
+    poisoned = [d["reason"] for d in dead if d["call_id"] in ("c", None)]
+    for _value, reason in POISON:
+        assert any(re.search(reason, r) for r in poisoned), reason
+    kinds = len(POISON) + 5  # + corrupt base64, torn frames, rate change, unknown call, junk
+    print(f"poison kinds: {kinds}, dead letters: {len(dead)}, worker alive: {alive}")
+    assert kinds >= 15 and alive
     # the bad call itself kept going: its good chunks were processed and it ended normally
     assert db_scalar(url, "SELECT status FROM calls WHERE call_id = 'bad-call'") == "ended"
