@@ -16,6 +16,8 @@ import json
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +99,24 @@ def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> dict[str,
         "max_ms": max(times),
         "cpu_median_ms": statistics.median(cpu),
     }
+
+
+def start_cli(
+    args: list[str], env: dict[str, str], log: Path, ready: str, timeout: float
+) -> subprocess.Popen:
+    """``callsense ARGS`` as a child process with its output in ``log``, returned once ``ready``
+    appears in the log (killed, with the log's tail raised, if it exits or times out first)."""
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "callsense.cli", *args], env=env,
+                                stdout=fh, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while ready not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(30)
+            raise RuntimeError(f"callsense {args[0]} did not start:\n" + log.read_text()[-3000:])
+        time.sleep(0.2)
+    return proc
 
 
 def host_load() -> dict[str, Any]:

@@ -15,8 +15,6 @@ import base64
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import Any
 import click
 import numpy as np
 
-from benchmarks.core import _write, bench_group, host_load
+from benchmarks.core import _write, bench_group, host_load, start_cli
 
 RATE = 8000
 TICK = os.sysconf("SC_CLK_TCK")
@@ -174,17 +172,9 @@ def run(sockets: int, seconds: float, repeats: int) -> dict[str, Any]:
             ensure_topics(b.bootstrap, Settings())
             port = free_port()
             env = {**os.environ, "CALLSENSE_KAFKA_BOOTSTRAP": b.bootstrap}
-            log = Path(tmp) / "gateway.log"
-            with open(log, "wb") as fh:
-                gw = subprocess.Popen([sys.executable, "-m", "callsense.cli", "gateway",
-                                       "--port", str(port)], env=env, stdout=fh,
-                                      stderr=subprocess.STDOUT)  # fmt: skip
+            gw = start_cli(["gateway", "--port", str(port)], env, Path(tmp) / "gateway.log",
+                           "listening", 60)  # fmt: skip
             try:
-                deadline = time.monotonic() + 60
-                while "listening" not in log.read_text(errors="replace"):
-                    if gw.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("gateway did not start:\n" + log.read_text()[-2000:])
-                    time.sleep(0.2)
                 url = f"ws://127.0.0.1:{port}"
                 res, samples = asyncio.run(_measured(gw.pid, url, sockets, seconds, f"r{r}"))
                 time.sleep(2)  # the last chunks' acks

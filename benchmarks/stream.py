@@ -15,15 +15,13 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.core import benchmark, peak_rss_mb
+from benchmarks.core import benchmark, peak_rss_mb, start_cli
 
 
 def _interleaved_messages(calls: list[dict[str, Any]], chunk_ms: int, tag: str) -> tuple:
@@ -82,17 +80,9 @@ def _end_to_end(calls: list, repeats: int) -> list[dict[str, float]]:
         env.update(CALLSENSE_KAFKA_BOOTSTRAP=broker.bootstrap, CALLSENSE_DATABASE_URL=url,
                    CALLSENSE_DATA_DIR=tmp, CALLSENSE_BROKER_KIND="tansu",
                    CALLSENSE_APP_ID=f"bench-{uuid.uuid4().hex[:6]}")  # fmt: skip
-        log = Path(tmp) / "worker.log"
-        with open(log, "wb") as fh:
-            worker = subprocess.Popen([sys.executable, "-m", "callsense.cli", "worker"],
-                                      env=env, stdout=fh, stderr=subprocess.STDOUT)  # fmt: skip
+        worker = start_cli(["worker"], env, Path(tmp) / "worker.log", "Worker ready", 120)
         engine = make_engine(url)
         try:
-            deadline = time.monotonic() + 120
-            while "Worker ready" not in log.read_text(errors="replace"):
-                if worker.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("worker did not start:\n" + log.read_text()[-3000:])
-                time.sleep(0.2)
             for r in range(repeats):
                 runs.append(_one_e2e(calls, broker.bootstrap, engine, f"e2e{r}"))
         finally:

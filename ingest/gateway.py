@@ -201,9 +201,12 @@ def mint_ticket(token: str, call_id: str, ttl_s: float = 120.0, now: float | Non
     """A short-lived ``/stream`` credential for one call id, for clients that cannot send an
     Authorization header (a browser's WebSocket): ``<call id>.<expiry>.<HMAC-SHA256>``, keyed
     with the gateway token, which itself never leaves the server."""
-    expires = int((time.time() if now is None else now) + ttl_s)
-    mac = hmac.new(token.encode(), f"{call_id}.{expires}".encode(), hashlib.sha256).hexdigest()
-    return f"{call_id}.{expires}.{mac}"
+    expires = str(int((time.time() if now is None else now) + ttl_s))
+    return f"{call_id}.{expires}.{_ticket_mac(token, call_id, expires)}"
+
+
+def _ticket_mac(token: str, call_id: str, expires: str) -> str:
+    return hmac.new(token.encode(), f"{call_id}.{expires}".encode(), hashlib.sha256).hexdigest()
 
 
 def check_ticket(token: str, ticket: str, now: float | None = None) -> str | None:
@@ -212,8 +215,7 @@ def check_ticket(token: str, ticket: str, now: float | None = None) -> str | Non
     if len(parts) != 3 or not parts[1].isdigit():
         return None
     call_id, expires, mac = parts
-    want = hmac.new(token.encode(), f"{call_id}.{expires}".encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(mac.encode(), want.encode()):
+    if not hmac.compare_digest(mac.encode(), _ticket_mac(token, call_id, expires).encode()):
         return None
     return call_id if int(expires) >= (time.time() if now is None else now) else None
 

@@ -24,20 +24,27 @@ def _as_int16(audio: np.ndarray) -> np.ndarray:
     return to_pcm16(np.asarray(audio, dtype=np.float32))
 
 
+def telephone_legs(audio: np.ndarray, sr: int, agent_channel: int) -> dict[str, np.ndarray]:
+    """``audio`` ((C, T) float) as the 8 kHz legs of a phone call: ``customer``, and ``agent``
+    for a stereo call (a mono file is the customer alone)."""
+    from callsense.models.audio import resample
+
+    chans = [resample(ch, sr, 8000) if sr != 8000 else ch for ch in audio]
+    if len(chans) == 1:
+        return {"customer": chans[0]}
+    return {"agent": chans[agent_channel], "customer": chans[1 - agent_channel]}
+
+
 def twilio_frames(
     audio: np.ndarray, sr: int, call_sid: str, params: dict[str, str], agent_channel: int = 0
 ) -> list[tuple[float, str]]:
     """(send time in s, text frame) of a Twilio Media Stream of ``audio`` ((C, T) float):
     the agent channel as the outbound track, the other (or the only one) as inbound."""
     from callsense.ingest.g711 import mulaw_encode
-    from callsense.models.audio import resample
 
     rate = 8000
-    chans = [resample(ch, sr, rate) if sr != rate else ch for ch in audio]
-    if len(chans) == 1:
-        tracks = {"inbound": chans[0]}
-    else:
-        tracks = {"outbound": chans[agent_channel], "inbound": chans[1 - agent_channel]}
+    names = {"agent": "outbound", "customer": "inbound"}
+    tracks = {names[k]: x for k, x in telephone_legs(audio, sr, agent_channel).items()}
     sid = "MZ" + uuid.uuid4().hex
     out: list[tuple[float, str]] = [(0.0, json.dumps({"event": "connected", "protocol": "Call",
                                                        "version": "1.0.0"}))]  # fmt: skip
@@ -116,15 +123,11 @@ async def audiohook_client(
     ``closed``. Returns what the server said (message types, its disconnect reason if any)."""
     from callsense.ingest.audiohook import VERSION, duration
     from callsense.ingest.g711 import mulaw_encode
-    from callsense.models.audio import resample
     from websockets.asyncio.client import connect
 
     rate = 8000
-    chans = [resample(ch, sr, rate) if sr != rate else ch for ch in audio]
-    if len(chans) == 1:
-        by_name = {"external": chans[0]}
-    else:
-        by_name = {"internal": chans[agent_channel], "external": chans[1 - agent_channel]}
+    names = {"agent": "internal", "customer": "external"}
+    by_name = {names[k]: x for k, x in telephone_legs(audio, sr, agent_channel).items()}
     session_id, org = str(uuid.uuid4()), str(uuid.uuid4())
     headers = audiohook_headers(url, api_key, secret, session_id, org)
     seq, server_seq, got = 0, 0, []
@@ -276,40 +279,31 @@ def replay_cmd(
     meta = {k: v for k, v in (("agent_id", agent_id), ("customer_id", customer_id),
                               ("queue", queue)) if v}  # fmt: skip
     ach = int(agent_channel)
+    pace = parse_speed(speed)
     if protocol == "audiohook":
         cid = call_id or str(uuid.uuid4())
         custom = {"queue": queue} if queue else None
-        run = audiohook_client(audio, sr, url, cid, ach, api_key, client_secret,
-                               parse_speed(speed), custom=custom)  # fmt: skip
-        t0 = time.monotonic()
-        try:
-            said = asyncio.run(run)
-        except OSError as exc:
-            raise click.ClickException(f"cannot reach {url}: {exc}") from exc
-        except Exception as exc:
-            if type(exc).__name__ in ("InvalidStatus", "InvalidHandshake"):
-                raise click.ClickException(f"{url} refused the session: {exc}") from exc
-            raise
-        if said["disconnect"]:
-            raise click.ClickException(f"{url} disconnected: {said['disconnect']}")
-        click.echo(f"{cid}: {audio.shape[1] / sr:.1f} s sent as audiohook in "
-                   f"{time.monotonic() - t0:.1f} s")  # fmt: skip
-        return
-    if protocol == "twilio":
-        frames: list[tuple[float, Any]] = twilio_frames(
-            audio, sr, "CA" + uuid.uuid4().hex, {"call_id": cid, **meta}, ach
-        )  # type: ignore[assignment]
+        run = audiohook_client(audio, sr, url, cid, ach, api_key, client_secret, pace,
+                               custom=custom)  # fmt: skip
     else:
-        frames = stream_frames(audio, sr, cid, meta, ach)
-    headers = {"Authorization": f"Bearer {token}"} if token and protocol == "stream" else {}
+        if protocol == "twilio":
+            frames: list[tuple[float, Any]] = twilio_frames(
+                audio, sr, "CA" + uuid.uuid4().hex, {"call_id": cid, **meta}, ach
+            )  # type: ignore[assignment]
+        else:
+            frames = stream_frames(audio, sr, cid, meta, ach)
+        headers = {"Authorization": f"Bearer {token}"} if token and protocol == "stream" else {}
+        run = replay(frames, url, pace, headers)
     t0 = time.monotonic()
     try:
-        asyncio.run(replay(frames, url, parse_speed(speed), headers))
+        said = asyncio.run(run)
     except OSError as exc:
         raise click.ClickException(f"cannot reach {url}: {exc}") from exc
     except Exception as exc:
         if type(exc).__name__ in ("InvalidStatus", "InvalidHandshake"):
             raise click.ClickException(f"{url} refused the stream: {exc}") from exc
         raise
+    if said and said["disconnect"]:  # AudioHook: the server ended the session with an error
+        raise click.ClickException(f"{url} disconnected: {said['disconnect']}")
     click.echo(f"{cid}: {audio.shape[1] / sr:.1f} s sent as {protocol} in "
                f"{time.monotonic() - t0:.1f} s")  # fmt: skip
