@@ -67,12 +67,13 @@ def manifest_cmd(sources: tuple[str, ...], out: Path) -> None:
 )
 @click.option(
     "--calibration",
-    type=click.Choice(["speakers", "corpus"]),
+    type=click.Choice(["speakers", "corpus", "corpora"]),
     default="speakers",
     show_default=True,
     help="loco: the temperature is fitted on validation speakers of every training corpus "
     "(speakers), or on one whole training corpus held out of the first fit (corpus: the one "
-    "with the fewest speakers), i.e. on speech of a corpus the head has not seen.",
+    "with the fewest speakers), i.e. on speech of a corpus the head has not seen; corpora: "
+    "every training corpus in turn held out of a nested fit, each weighted equally.",
 )
 @click.option(
     "--balance",
@@ -225,12 +226,13 @@ def train_cmd(
     t0 = time.time()
     if head_kind == "refnorm":
         res = cross_validate_refnorm(
-            fs, list(ls.labels), fold_list, c_reg, tuple(train_variants), prior, balance=balance
-        )
+            fs, list(ls.labels), fold_list, c_reg, tuple(train_variants), prior,
+            balance=balance, calibration=calibration,
+        )  # fmt: skip
     elif head_kind == "linear":
         res = cross_validate_linear(
             fs, list(ls.labels), fold_list, c_reg, tuple(train_variants),
-            refit_train_val=refit, balance=balance,
+            refit_train_val=refit, balance=balance, calibration=calibration,
         )  # fmt: skip
     else:
         res = cross_validate(fs, list(ls.labels), fold_list, cfg, seeds=seeds)
@@ -264,6 +266,8 @@ def train_cmd(
             f"ECE {s['ece_mean']:.3f}"
             + (f"  angry AUC {s['angry_auc_mean']:.3f}" if "angry_auc_mean" in s else "")
         )
+        for corpus, m in s.get("by_corpus", {}).items():
+            click.echo(f"  {corpus}: UA {100 * m['ua']:.1f}  ECE {m['ece']:.3f}  (pooled)")
     for f in res["folds"]:
         tested = f.get("corpus") or ",".join(f["test_speakers"])
         click.echo(

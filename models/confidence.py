@@ -14,13 +14,18 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """Temperature minimising validation negative log-likelihood (grid + golden refinement)."""
+def fit_temperature(logits: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Temperature minimising validation negative log-likelihood (grid + golden refinement),
+    each row weighted by ``weights`` when given (e.g. so every corpus counts the same); 1.0 when
+    there are no rows."""
     y = np.asarray(y, int)
+    if not len(y):  # no validation rows (e.g. no training corpus could spare a speaker)
+        return 1.0
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, float)
 
     def nll(t: float) -> float:
         p = softmax(logits, t)
-        return float(-np.mean(np.log(p[np.arange(len(y)), y] + 1e-12)))
+        return float(-np.average(np.log(p[np.arange(len(y)), y] + 1e-12), weights=w))
 
     grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 60))
     best = float(grid[int(np.argmin([nll(t) for t in grid]))])

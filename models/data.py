@@ -346,9 +346,11 @@ def corpus_folds(
     shared by many unknown users) are never drawn. ``calibration="corpus"``: the validation
     speakers are instead every speaker of one training corpus (the one with the fewest
     speakers), so the temperature is fitted on a corpus the head was not trained on, as the
-    test corpus will be."""
-    if calibration not in ("speakers", "corpus"):
-        raise ValueError(f"calibration must be speakers or corpus, got {calibration!r}")
+    test corpus will be. ``calibration="corpora"``: no validation speakers; the trainer fits the
+    temperature on every training corpus in turn held out of a nested fit
+    (:func:`callsense.models.train.nested_corpus_temperature`)."""
+    if calibration not in ("speakers", "corpus", "corpora"):
+        raise ValueError(f"calibration must be speakers, corpus or corpora, got {calibration!r}")
     spk = sorted(set(speakers), key=_natural_key)
     by_corpus: dict[str, list[str]] = {}
     for s in spk:

@@ -414,11 +414,13 @@ def cross_validate_linear(
     test_variants: tuple[str, ...] = ("clean", "tel"),
     refit_train_val: bool = True,
     balance: str = "class",
+    calibration: str = "speakers",
 ) -> dict[str, Any]:
     """Per fold: fit on training speakers (all training variants stacked), temperature on
     validation speakers (clean); with ``refit_train_val`` the head is then refitted on training
-    + validation speakers (same C, warm start) and keeps that temperature. Metrics on the test
-    speakers, which are never used, for each test variant."""
+    + validation speakers (same C, warm start) and keeps that temperature. With
+    ``calibration="corpora"`` the temperature is :func:`nested_corpus_temperature` instead.
+    Metrics on the test speakers, which are never used, for each test variant."""
     n_layers = fs.n_layers
     pooled = fs.pooled()
     results = _cv_results(
@@ -427,6 +429,7 @@ def cross_validate_linear(
     nv = len(train_variants)
     all_probs: dict[str, list[np.ndarray]] = {v: [] for v in test_variants}
     all_y, heads, temps = [], [], []
+    test_rows: list[np.ndarray] = []
     for fold in tqdm(folds, desc="folds", unit="fold"):
         tr, va, te = fold_indices(fs, fold)
         t0 = time.time()
@@ -435,9 +438,22 @@ def cross_validate_linear(
         w = row_weights(fs, tr, balance, len(labels))
         head = fit_linear(xtr, ytr, len(labels), n_layers, c, sample_weight=_tile(w, nv))
         logits = {v: _linear_logits(head, pooled[v]) for v in pooled}
-        temp = fit_temperature(logits["clean"][va], fs.y[va])
-        val_ua = unweighted_accuracy(fs.y[va], logits["clean"][va].argmax(1), len(labels))
-        if refit_train_val:
+        if calibration == "corpora":
+
+            def fit_rows(rows: np.ndarray) -> StatsLinearHead:
+                x = np.concatenate([pooled[v][rows] for v in train_variants])
+                y = np.concatenate([fs.y[rows]] * nv)
+                wr = _tile(row_weights(fs, rows, balance, len(labels)), nv)
+                return fit_linear(x, y, len(labels), n_layers, c, sample_weight=wr)
+
+            temp, inner = nested_corpus_temperature(
+                fs, tr, fit_rows, lambda h, rows: _linear_logits(h, pooled["clean"][rows])
+            )
+            val_ua = float(np.mean(list(inner.values())))
+        else:
+            temp = fit_temperature(logits["clean"][va], fs.y[va])
+            val_ua = unweighted_accuracy(fs.y[va], logits["clean"][va].argmax(1), len(labels))
+        if refit_train_val and len(va):
             trva = np.concatenate([tr, va])
             x2 = np.concatenate([pooled[v][trva] for v in train_variants])
             y2 = np.concatenate([fs.y[trva]] * len(train_variants))
@@ -449,11 +465,43 @@ def cross_validate_linear(
         _score_fold(results, entry, test_logits, fs.y[te], temp, labels, all_probs, all_y, t0)
         heads.append(head)
         temps.append(temp)
+        test_rows.append(te)
     results["summary"] = _summarise(results["folds"], all_probs, all_y, labels, test_variants)
+    _add_by_corpus(results["summary"], fs, test_rows, all_probs, labels)
     results["_heads"] = heads
     results["temperature"] = float(np.mean(temps))
     results["_pooled"] = pooled
     return results
+
+
+def nested_corpus_temperature(
+    fs: FeatureSet,
+    rows: np.ndarray,
+    fit: Any,
+    logits_of: Any,
+) -> tuple[float, dict[str, float]]:
+    """One temperature for a head trained on ``rows``, fitted on out-of-corpus speech: each
+    training corpus in turn is held out of a nested fit (``fit(rows) -> head``) and scored by
+    it (``logits_of(head, rows) -> logits``); the temperature minimises the NLL over all held-out
+    corpora, each weighted equally. A corpus whose removal leaves a class untrained is skipped.
+    Returns the temperature and each held-out corpus's UA."""
+    corpora = fs.corpora[rows]
+    logits, ys, weights, uas = [], [], [], {}
+    for name in sorted(set(corpora.tolist())):
+        held, rest = rows[corpora == name], rows[corpora != name]
+        try:
+            head = fit(rest)
+        except ValueError:  # the rest lacks a class
+            continue
+        lg = logits_of(head, held)
+        logits.append(lg)
+        ys.append(fs.y[held])
+        weights.append(np.full(len(held), 1.0 / len(held)))
+        uas[name] = unweighted_accuracy(fs.y[held], lg.argmax(1), int(fs.y.max()) + 1)
+    if not logits:
+        raise ValueError("no training corpus can be held out (each removal leaves a class out)")
+    temp = fit_temperature(np.concatenate(logits), np.concatenate(ys), np.concatenate(weights))
+    return temp, uas
 
 
 def _tile(w: np.ndarray | None, n: int) -> np.ndarray | None:
@@ -512,6 +560,31 @@ def _summarise(
             "pooled": pooled,
         }
     return summary
+
+
+def _add_by_corpus(
+    summary: dict[str, Any],
+    fs: FeatureSet,
+    test_rows: list[np.ndarray],
+    all_probs: dict[str, list[np.ndarray]],
+    labels: list[str],
+) -> None:
+    """When a fold tests speakers of several corpora (speaker folds over a multi-corpus
+    manifest): each variant's metrics per corpus, pooled over the folds (every speaker is tested
+    once), as ``summary[variant]["by_corpus"]`` — e.g. the within-RAVDESS score of a head
+    trained on several corpora. Nothing when the clips carry no corpus."""
+    corpora = fs.corpora
+    if len(corpora) != len(fs.y) or all(len(set(corpora[te].tolist())) < 2 for te in test_rows):
+        return
+    rows = np.concatenate(test_rows)
+    for v, probs in all_probs.items():
+        if not probs or v not in summary:
+            continue
+        p = np.concatenate(probs)
+        summary[v]["by_corpus"] = {
+            c: evaluate_predictions(p[corpora[rows] == c], fs.y[rows][corpora[rows] == c], labels)
+            for c in sorted(set(corpora[rows].tolist()))
+        }
 
 
 def _mean_auc(aucs: list[float | None]) -> dict[str, float]:
@@ -576,11 +649,13 @@ def cross_validate_refnorm(
     prior: float,
     test_variants: tuple[str, ...] = ("clean", "tel"),
     balance: str = "class",
+    calibration: str = "speakers",
 ) -> dict[str, Any]:
     """As :func:`cross_validate_linear` (fit on training speakers, temperature on validation
-    speakers, refit on both), with per-speaker reference normalisation. Each test speaker's clips
-    are classified in a random order as one causal stream; also scored: ``first`` (every clip
-    with no history) and ``homogeneous`` (history of the same emotion only, the worst case)."""
+    speakers or nested held-out corpora, refit on both), with per-speaker reference
+    normalisation. Each test speaker's clips are classified in a random order as one causal
+    stream; also scored: ``first`` (every clip with no history) and ``homogeneous`` (history of
+    the same emotion only, the worst case)."""
     from callsense.models.speaker_norm import fit_refnorm_head, refnorm_logits
 
     n_layers = fs.n_layers
@@ -599,6 +674,7 @@ def cross_validate_refnorm(
     extra = ("first", "homogeneous")
     all_probs: dict[str, list[np.ndarray]] = {v: [] for v in (*test_variants, *extra)}
     all_y, heads, temps = [], [], []
+    test_rows: list[np.ndarray] = []
 
     def fit(rows: np.ndarray) -> Any:
         return fit_refnorm_head(
@@ -610,10 +686,19 @@ def cross_validate_refnorm(
         tr, va, te = fold_indices(fs, fold)
         t0 = time.time()
         head = fit(tr)
-        val_logits = refnorm_logits(head, pooled["clean"][va], fs.speakers[va], seed=fold.index)
-        temp = fit_temperature(val_logits, fs.y[va])
-        val_ua = unweighted_accuracy(fs.y[va], val_logits.argmax(1), len(labels))
-        head = fit(np.concatenate([tr, va]))
+        if calibration == "corpora":
+            temp, inner = nested_corpus_temperature(
+                fs, tr, fit,
+                lambda h, rows, seed=fold.index: refnorm_logits(
+                    h, pooled["clean"][rows], fs.speakers[rows], seed=seed
+                ),
+            )  # fmt: skip
+            val_ua = float(np.mean(list(inner.values())))
+        else:
+            val_logits = refnorm_logits(head, pooled["clean"][va], fs.speakers[va], seed=fold.index)
+            temp = fit_temperature(val_logits, fs.y[va])
+            val_ua = unweighted_accuracy(fs.y[va], val_logits.argmax(1), len(labels))
+            head = fit(np.concatenate([tr, va]))
         entry = {**_fold_entry(fold, tr), "val_ua": val_ua}
         logits = {
             v: refnorm_logits(head, pooled[v][te], fs.speakers[te], seed=fold.index)
@@ -628,9 +713,11 @@ def cross_validate_refnorm(
         _score_fold(results, entry, logits, fs.y[te], temp, labels, all_probs, all_y, t0)
         heads.append(head)
         temps.append(temp)
+        test_rows.append(te)
     results["summary"] = _summarise(
         results["folds"], all_probs, all_y, labels, (*test_variants, *extra)
     )
+    _add_by_corpus(results["summary"], fs, test_rows, all_probs, labels)
     results["_heads"] = heads
     results["temperature"] = float(np.mean(temps))
     results["_pooled"] = pooled

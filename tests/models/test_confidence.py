@@ -45,3 +45,16 @@ def test_majority_smoother() -> None:
     np.testing.assert_allclose(out, [1 / 3, 1 / 3, 1 / 3])  # last three: b, a, c
     with pytest.raises(ValueError):
         s.update(np.array([np.nan, 0.5, 0.5]))
+
+
+def test_temperature_weights_and_no_rows() -> None:
+    """Weights decide which rows the temperature serves; no rows means no scaling."""
+    import numpy as np
+    from callsense.models.confidence import fit_temperature
+
+    logits = np.array([[4.0, 0.0], [4.0, 0.0], [4.0, 0.0], [4.0, 0.0]])
+    y = np.array([0, 0, 0, 1])  # 3 of 4 right: the best temperature softens the logits
+    sharp = fit_temperature(logits, y, weights=np.array([1.0, 1.0, 1.0, 1e-6]))
+    soft = fit_temperature(logits, y)
+    assert sharp > 0 and soft > 1.0 and soft > sharp
+    assert fit_temperature(np.zeros((0, 2)), np.zeros(0)) == 1.0

@@ -96,3 +96,74 @@ def test_corpus_balanced_loco_and_corpus_subset(toy_features: Any) -> None:
     assert [it.speaker for it in sub.items] == sub.speakers.tolist()
     assert np.array_equal(sub.states["tel"], fs.states["tel"][rows])
     assert np.array_equal(sub.y, fs.y[rows])
+
+
+def _three_corpora(fs: Any) -> dict[str, str]:
+    from pathlib import Path
+
+    from callsense.models.data import Item
+
+    corpus = {f"s{i:02d}": ("x" if i < 4 else "y" if i < 8 else "z") for i in range(12)}
+    fs.items = [Item(Path(f"{i}.wav"), str(s), "", corpus[str(s)]) for i, s in
+                enumerate(fs.speakers)]  # fmt: skip
+    return corpus
+
+
+def test_nested_corpus_temperature_holds_out_each_training_corpus(toy_features: Any) -> None:
+    """``--calibration corpora``: no validation speakers; the temperature is fitted on each
+    training corpus held out of a nested fit, and one whose removal leaves a class untrained is
+    skipped."""
+    import numpy as np
+    from callsense.models.train import (
+        cross_validate_linear,
+        fit_linear,
+        make_folds,
+        nested_corpus_temperature,
+    )
+
+    fs = toy_features(4)
+    _three_corpora(fs)
+    folds = make_folds(fs, 6, 0, protocol="loco", calibration="corpora")
+    assert all(f.val == () for f in folds)
+    res = cross_validate_linear(
+        fs, ["angry", "neutral", "sad"], folds, 1.0, ("clean",), calibration="corpora"
+    )
+    assert res["summary"]["clean"]["ua_mean"] > 0.8
+    assert all(f["n_train"] == 160 for f in res["folds"])  # two corpora, nothing held back
+
+    pooled = fs.pooled()
+    seen: list[set[str]] = []
+
+    def fit(rows: np.ndarray) -> Any:
+        seen.append(set(fs.corpora[rows].tolist()))
+        if "x" not in seen[-1]:  # pretend corpus x alone has class "sad"
+            raise ValueError("training data covers 2 of 3 classes")
+        return fit_linear(pooled["clean"][rows], fs.y[rows], 3, 1, 1.0)
+
+    def logits_of(head: Any, rows: np.ndarray) -> np.ndarray:
+        from callsense.models.train import _linear_logits
+
+        return _linear_logits(head, pooled["clean"][rows])
+
+    rows = np.flatnonzero(fs.corpora != "z")
+    temp, inner = nested_corpus_temperature(fs, rows, fit, logits_of)
+    assert seen == [{"y"}, {"x"}]  # x held out (skipped: y lacks a class), then y held out
+    assert list(inner) == ["y"] and 0.05 < temp < 20
+
+
+def test_speaker_folds_over_several_corpora_report_each_corpus(toy_features: Any) -> None:
+    """Speaker folds over a multi-corpus set: every corpus's speakers are tested once and its
+    metrics are pooled per corpus (the within-corpus score of a multi-corpus head)."""
+    from pathlib import Path
+
+    from callsense.models.data import Item
+    from callsense.models.train import cross_validate_linear, make_folds
+
+    fs = toy_features(5)
+    fs.items = [Item(Path(f"{i}.wav"), str(s), "", "xyz"[int(str(s)[1:]) % 3]) for i, s in
+                enumerate(fs.speakers)]  # fmt: skip
+    folds = make_folds(fs, 3, 0)
+    res = cross_validate_linear(fs, ["angry", "neutral", "sad"], folds, 1.0, ("clean",))
+    by = res["summary"]["clean"]["by_corpus"]
+    assert sorted(by) == ["x", "y", "z"]
+    assert all(m["n"] == 80 and m["ua"] > 0.8 for m in by.values())
