@@ -171,5 +171,6 @@ def bench_model(repeats: int) -> dict[str, Any]:
 # the other benchmarks register themselves on import
 from benchmarks import diarization as _diarize_bench  # noqa: E402,F401
 from benchmarks import gateway as _gateway_bench  # noqa: E402,F401
+from benchmarks import pipeline as _pipeline_bench  # noqa: E402,F401
 from benchmarks import stages as _stages_bench  # noqa: E402,F401
 from benchmarks import stream as _stream_bench  # noqa: E402,F401

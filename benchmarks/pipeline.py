@@ -1,0 +1,310 @@
+"""``callsense bench pipeline``: N stereo calls at real-time pace through W workers.
+
+One run: an embedded broker and a SQLite database in a temporary directory, W ``callsense
+worker`` processes, then N copies of the stereo sample call ingested concurrently at real-time
+pace (call starts spread over ``--stagger-s``). Latency is read from the database: a window
+row's write time minus its call's start (the ingest clock) minus the window's end. The backlog
+is the time from the end of ingest to the last window row. CPU and peak RSS are read from
+``/proc`` for every worker and the broker. The partition split is each worker's audio
+partitions when ingest starts (from the heartbeat table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from benchmarks.core import bench_group, host_load, start_cli
+
+KEPT_UP_BACKLOG_S = 3.0  # real time is kept when the last window lands this soon after ingest
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its waited-for children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _wait_for_split(engine: Any, workers: int, partitions: int, timeout: float) -> list[int]:
+    """Each live worker's audio partitions once all partitions are assigned (heartbeats)."""
+    import sqlalchemy as sa
+
+    deadline = time.monotonic() + timeout
+    split: list[int] = []
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT audio_partitions FROM worker_heartbeats")).all()
+        split = sorted((int(r[0]) for r in rows), reverse=True)
+        if len(split) == workers and sum(split) == partitions:
+            return split
+        time.sleep(0.5)
+    return split
+
+
+async def _ingest(
+    audio: np.ndarray, sr: int, ids: list[str], agent_channel: int, bootstrap: str, stagger: float
+) -> tuple[float, float]:
+    """Stream every call id concurrently at real-time pace; (start, end) wall-clock epochs."""
+    from callsense.ingest.producer import CallMeta, make_producer, stream_call
+
+    from callsense.settings import Settings
+
+    settings = Settings(kafka_bootstrap=bootstrap)
+    producer = await make_producer(bootstrap)
+    offsets = np.linspace(0.0, stagger, num=len(ids), endpoint=False)
+
+    async def one(call_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        meta = CallMeta(call_id, agent_channel, queue="bench")
+        await stream_call(producer, audio, sr, meta, chunk_ms=settings.chunk_ms, speed=1.0)
+
+    t0 = time.time()
+    try:
+        await asyncio.gather(*(one(c, d) for c, d in zip(ids, offsets, strict=True)))
+    finally:
+        await producer.stop()
+    return t0, time.time()
+
+
+def _latencies(engine: Any, ids: list[str]) -> tuple[np.ndarray, float]:
+    """(latency of every window row in seconds, epoch of the last row's write)."""
+    import sqlalchemy as sa
+
+    from callsense.storage.schema import Call, EmotionWindow
+
+    q = (
+        sa.select(EmotionWindow.end_ms, EmotionWindow.created_at, Call.started_at)
+        .join(Call, Call.call_id == EmotionWindow.call_id)
+        .where(EmotionWindow.call_id.in_(ids))
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    lat = np.array(
+        [w.timestamp() - s.timestamp() - end_ms / 1000.0 for end_ms, w, s in rows], dtype=float
+    )
+    last = max((w.timestamp() for _, w, _ in rows), default=float("nan"))
+    return lat, last
+
+
+def _wait_ended(engine: Any, ids: list[str], timeout: float) -> bool:
+    import sqlalchemy as sa
+
+    query = sa.text("SELECT count(*) FROM call_summaries WHERE call_id IN :ids").bindparams(
+        sa.bindparam("ids", expanding=True)
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if conn.execute(query, {"ids": ids}).scalar() == len(ids):
+                return True
+        time.sleep(0.25)
+    return False
+
+
+def one_run(
+    calls: int, workers: int, partitions: int, roles: str, stagger: float, broker_kind: str
+) -> dict[str, Any]:
+    """One measured run (fresh broker, database and consumer group)."""
+    from callsense.ingest.producer import load_call_audio
+    from callsense.processors.events import ensure_topics
+
+    from callsense.broker import EmbeddedBroker
+    from callsense.demo import sample_calls
+    from callsense.settings import Settings
+    from callsense.storage.db import make_engine, upgrade
+
+    sample = next(c for c in sample_calls() if int(c.get("channels", 1)) == 2)
+    audio, sr = load_call_audio(sample["path"])
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(broker_kind, data_dir=tmp) as broker:
+        url = f"sqlite:///{tmp}/bench.db"
+        upgrade(url)
+        ensure_topics(broker.bootstrap, Settings(topic_partitions=partitions))
+        env = dict(os.environ)
+        env.update(
+            CALLSENSE_KAFKA_BOOTSTRAP=broker.bootstrap, CALLSENSE_DATABASE_URL=url,
+            CALLSENSE_DATA_DIR=tmp, CALLSENSE_BROKER_KIND=broker_kind,
+            CALLSENSE_TOPIC_PARTITIONS=str(partitions), CALLSENSE_EMOTION_ROLES=roles,
+            CALLSENSE_APP_ID=f"bench-{uuid.uuid4().hex[:6]}",
+        )  # fmt: skip
+        procs = [
+            start_cli(["worker"], env, Path(tmp) / f"worker{i}.log", "Worker ready", 180)
+            for i in range(workers)
+        ]
+        engine = make_engine(url)
+        try:
+            split = _wait_for_split(engine, workers, partitions, 120)
+            cpu0 = {p.pid: _proc_cpu_s(p.pid) for p in procs}
+            broker_cpu0 = _proc_cpu_s(broker.pid)
+            tag = uuid.uuid4().hex[:4]
+            ids = [f"bench-{tag}-{i:03d}" for i in range(calls)]
+            agent = int(sample.get("agent_channel", 0))
+            t0, t_end = asyncio.run(_ingest(audio, sr, ids, agent, broker.bootstrap, stagger))
+            ended = _wait_ended(engine, ids, 600)
+            wall = time.time() - t0
+            lat, last = _latencies(engine, ids)
+            cpu = [(_proc_cpu_s(p.pid) - cpu0[p.pid]) / wall for p in procs]
+            rss = [_proc_peak_rss_mb(p.pid) for p in procs]
+            broker_cores = (_proc_cpu_s(broker.pid) - broker_cpu0) / wall
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(60)
+            engine.dispose()
+    backlog = float(last - t_end)
+
+    def pct(q: float) -> float | None:
+        return round(float(np.percentile(lat, q)), 3) if len(lat) else None
+
+    return {
+        "calls": calls,
+        "workers": workers,
+        "all_calls_ended": ended,
+        "windows": int(len(lat)),
+        "ingest_s": round(t_end - t0, 2),
+        "backlog_s": round(backlog, 2),
+        "kept_up": bool(ended and backlog <= KEPT_UP_BACKLOG_S),
+        "latency_s": {"p50": pct(50), "p95": pct(95), "p99": pct(99), "max": pct(100)},
+        "partition_split": split,
+        "even_split": bool(split) and max(split) - min(split) <= 1 and len(split) == workers,
+        "worker_cores": [round(c, 2) for c in cpu],
+        "worker_peak_rss_mb": [round(r, 1) for r in rss],
+        "broker_cores": round(broker_cores, 2),
+    }
+
+
+def _median(runs: list[dict[str, Any]], *path: str) -> float | None:
+    vals = []
+    for r in runs:
+        v: Any = r
+        for p in path:
+            v = v[p]
+        if v is not None:
+            vals.append(v)
+    return round(statistics.median(vals), 3) if vals else None
+
+
+def plot(results: dict[str, Any], out: Path) -> None:
+    """Median p50/p95 latency and backlog against the number of calls."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["by_calls"]
+    ns = [r["calls"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for key, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^--")):
+        ax.plot(ns, [r["median_latency_s"][key] for r in rows], style, label=f"latency {key}")
+    ax.plot(ns, [r["median_backlog_s"] for r in rows], "x:", color="k", label="backlog")
+    ax.axhline(KEPT_UP_BACKLOG_S, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("concurrent stereo calls")
+    ax.set_ylabel("seconds")
+    ax.set_title(
+        f"{results['workers']} worker(s), {results['partitions']} partitions, "
+        f"roles {results['emotion_roles']}, {results['broker']}"
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+@bench_group.command("pipeline")
+@click.option("--calls", default="1,20,40,60", show_default=True, help="N values (comma list).")
+@click.option("--workers", default=2, show_default=True)
+@click.option("--runs", default=3, show_default=True, help="Runs per N (medians reported).")
+@click.option("--partitions", default=8, show_default=True)
+@click.option(
+    "--roles", default="customer", show_default=True, help="CALLSENSE_EMOTION_ROLES of the workers."
+)
+@click.option(
+    "--stagger-s", default=1.0, show_default=True, help="Call starts spread over this many seconds."
+)
+@click.option("--broker", "broker_kind", default="tansu", show_default=True)
+@click.option(
+    "--out", default=Path("bench-results"), type=click.Path(path_type=Path), show_default=True
+)
+@click.option("--name", default="pipeline", show_default=True, help="Result file stem.")
+def bench_pipeline(
+    calls: str,
+    workers: int,
+    runs: int,
+    partitions: int,
+    roles: str,
+    stagger_s: float,
+    broker_kind: str,
+    out: Path,
+    name: str,
+) -> None:
+    """Pipeline at real-time pace: N stereo calls, W workers; latency, backlog, CPU, RSS."""
+    from tqdm import tqdm
+
+    ns = [int(n) for n in calls.split(",") if n.strip()]
+    load_before = host_load()
+    all_runs: list[dict[str, Any]] = []
+    bar = tqdm(total=len(ns) * runs, desc="pipeline runs", unit="run")
+    for n in ns:
+        for _ in range(runs):
+            r = one_run(n, workers, partitions, roles, stagger_s, broker_kind)
+            all_runs.append(r)
+            bar.write(
+                f"{n} calls: backlog {r['backlog_s']} s, p50 {r['latency_s']['p50']} s, "
+                f"p95 {r['latency_s']['p95']} s, split {r['partition_split']}"
+            )
+            bar.update()
+    bar.close()
+    by_calls = []
+    for n in ns:
+        rs = [r for r in all_runs if r["calls"] == n]
+        by_calls.append(
+            {
+                "calls": n,
+                "runs": len(rs),
+                "kept_up_runs": sum(r["kept_up"] for r in rs),
+                "median_backlog_s": _median(rs, "backlog_s"),
+                "median_latency_s": {
+                    q: _median(rs, "latency_s", q) for q in ("p50", "p95", "p99", "max")
+                },
+                "even_split_runs": sum(r["even_split"] for r in rs),
+                "median_worker_cores": _median([{"c": sum(r["worker_cores"])} for r in rs], "c"),
+                "max_worker_peak_rss_mb": max(max(r["worker_peak_rss_mb"]) for r in rs),
+            }
+        )
+    kept = [b["calls"] for b in by_calls if b["kept_up_runs"] == b["runs"]]
+    result = {
+        "benchmark": "pipeline",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "workers": workers,
+        "partitions": partitions,
+        "emotion_roles": roles,
+        "broker": broker_kind,
+        "stagger_s": stagger_s,
+        "kept_up_rule": f"every call ended and backlog ≤ {KEPT_UP_BACKLOG_S} s",
+        "largest_n_kept_up": max(kept) if kept else None,
+        "host_before": load_before,
+        "host_after": host_load(),
+        "by_calls": by_calls,
+        "runs": all_runs,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, out / f"{name}.png")
+    click.echo(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
