@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     stream_batch_events: int = Field(
         64, ge=1, description="Max audio events the worker processes as one micro-batch."
     )
+    fetch_wait_ms: int = Field(
+        100,
+        ge=1,
+        le=1500,
+        description="Longest time a worker's fetch may wait at the broker for new records "
+        "(Faust fixes 1500 ms; a broker that answers a waiting fetch only when it expires adds "
+        "up to this much latency per topic hop).",
+    )
     state_checkpoint_ms: int = Field(
         2000,
         ge=0,

@@ -88,6 +88,23 @@ async def track_topic(producer: Any, name: str, tracked: set[str]) -> None:
         tracked.add(name)
 
 
+def cap_fetch_wait(ms: int) -> None:
+    """Make Faust's consumers fetch with ``fetch_max_wait_ms=ms`` (Faust passes a fixed 1500 to
+    aiokafka and has no setting for it; aiokafka reads the attribute when the consumer starts)."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread as Thread
+
+    if not hasattr(Thread, "callsense_fetch_wait_ms"):
+        create = Thread._create_worker_consumer
+
+        def create_capped(self: Any, transport: Any) -> Any:
+            consumer = create(self, transport)
+            consumer._fetch_max_wait_ms = Thread.callsense_fetch_wait_ms
+            return consumer
+
+        Thread._create_worker_consumer = create_capped
+    Thread.callsense_fetch_wait_ms = int(ms)
+
+
 def create_app(settings: Settings, classifier: Any | None = None) -> Any:
     """Build the Faust app with every topic, table and agent of callsense."""
     import faust
@@ -103,6 +120,7 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
     }
     if settings.broker_kind == "tansu":  # Tansu: tables lose data on recovery otherwise
         extra["producer_max_batch_size"] = 1
+    cap_fetch_wait(settings.fetch_wait_ms)
     app = faust.App(
         settings.app_id,
         broker=kafka_url(settings.kafka_bootstrap),

@@ -74,3 +74,23 @@ def test_sent_to_topic_survives_a_refresh_for_another_topic(
     # assertion tells us the workaround is no longer needed)
     assert listed
     assert delivered is track
+
+
+async def test_worker_consumer_fetches_with_the_configured_wait(tmp_path: Path) -> None:
+    """Faust hands aiokafka a fixed ``fetch_max_wait_ms=1500``; the worker's consumer uses
+    ``CALLSENSE_FETCH_WAIT_MS`` instead (a broker that answers a waiting fetch only when it
+    expires delayed every hop by up to 1.5 s)."""
+    from callsense.processors.app import create_app
+
+    from callsense.settings import Settings
+
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path, fetch_wait_ms=120,
+        database_url=f"sqlite:///{tmp_path}/x.db",
+    )  # fmt: skip
+    app = create_app(settings)
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == 120
+    finally:
+        await consumer.stop()
