@@ -307,18 +307,36 @@ class Fold:
     name: str = ""  # the left-out corpus of a leave-one-corpus-out fold
 
 
-def speaker_folds(speakers: Iterable[str], k: int = 6, n_val: int = 2, seed: int = 0) -> list[Fold]:
+def speaker_folds(
+    speakers: Iterable[str],
+    k: int = 6,
+    n_val: int = 2,
+    seed: int = 0,
+    corpus_of: dict[str, str] | None = None,
+) -> list[Fold]:
     """K folds disjoint by speaker; inside each, train/val/test speakers are disjoint.
 
     Speakers are sorted (natural order, so RAVDESS actors 1-4 form fold 0 as in EmoBox) and cut
-    into ``k`` contiguous groups that serve as test sets. Validation speakers are ``n_val``
-    speakers drawn with ``seed`` from the remaining ones (balanced by gender when speaker ids
-    carry RAVDESS's odd/even convention); the rest train.
+    into ``k`` contiguous groups that serve as test sets; with ``corpus_of`` naming several
+    corpora, each corpus is cut so, and test set *i* joins every corpus's *i*-th group (every
+    fold tests and trains on every corpus). Validation speakers are ``n_val`` speakers drawn
+    with ``seed`` from the remaining ones (balanced by gender when speaker ids carry RAVDESS's
+    odd/even convention); the rest train.
     """
     spk = sorted(set(speakers), key=_natural_key)
     if k < 2 or len(spk) < k:
         raise ValueError(f"need at least k={k} speakers for {k} folds, got {len(spk)}")
-    groups = [spk[round(i * len(spk) / k) : round((i + 1) * len(spk) / k)] for i in range(k)]
+
+    def cut(group: list[str]) -> list[list[str]]:
+        n = len(group)
+        return [group[round(i * n / k) : round((i + 1) * n / k)] for i in range(k)]
+
+    corpora = sorted({corpus_of[s] for s in spk}) if corpus_of else []
+    if len(corpora) > 1:
+        parts = [cut([s for s in spk if corpus_of[s] == c]) for c in corpora]  # type: ignore[index]
+        groups = [sorted(sum((p[i] for p in parts), []), key=_natural_key) for i in range(k)]
+    else:
+        groups = cut(spk)
     folds = []
     for i, test in enumerate(groups):
         rest = [s for s in spk if s not in test]

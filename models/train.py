@@ -293,10 +293,16 @@ def make_folds(
 ) -> list[Fold]:
     """``speakers``: k speaker-disjoint folds; ``loco``: one fold per corpus (leave one corpus
     out; ``k`` is unused; ``calibration`` as in :func:`corpus_folds`)."""
+    corpus_of = (
+        dict(zip(fs.speakers.tolist(), fs.corpora.tolist(), strict=True))
+        if len(fs.items) == len(fs.y)
+        else None
+    )
     if protocol == "speakers":
-        return speaker_folds(fs.speakers.tolist(), k=k, n_val=2, seed=seed)
+        return speaker_folds(fs.speakers.tolist(), k=k, n_val=2, seed=seed, corpus_of=corpus_of)
     if protocol == "loco":
-        corpus_of = dict(zip(fs.speakers.tolist(), fs.corpora.tolist(), strict=True))
+        if not corpus_of:
+            raise ValueError("leave-one-corpus-out needs the corpus of every clip")
         unknown = {it.speaker for it in fs.items if it.extra.get("unknown_speaker") == "1"}
         return corpus_folds(
             fs.speakers.tolist(), corpus_of, seed=seed, no_val=unknown, calibration=calibration

@@ -203,3 +203,20 @@ def test_unknown_speakers_become_one_speaker_per_clip(tmp_path: Path) -> None:
     speakers = [it.speaker for it in items]
     assert len({s for s in speakers if s.startswith("emospeech_unknown")}) == 2
     assert speakers.count("emospeech_9dd2014cc6e9") == 2
+
+
+def test_speaker_folds_over_several_corpora_cut_each_corpus() -> None:
+    """Several corpora: every test fold holds a share of every corpus (so no fold trains
+    without one), speakers stay disjoint and each is tested once; one corpus: as before."""
+    from callsense.models.data import speaker_folds
+
+    corpus_of = {f"a_{i}": "a" for i in range(1, 13)} | {f"b_{i}": "b" for i in range(1, 7)}
+    folds = speaker_folds(list(corpus_of), k=3, n_val=2, corpus_of=corpus_of)
+    tested = [s for f in folds for s in f.test]
+    assert sorted(tested) == sorted(corpus_of)
+    for f in folds:
+        assert {corpus_of[s] for s in f.test} == {"a", "b"}
+        assert [corpus_of[s] for s in f.test].count("a") == 4
+        assert not (set(f.test) | set(f.val)) & set(f.train)
+    one = {s: "a" for s in corpus_of if s.startswith("a")}
+    assert speaker_folds(list(one), k=3, corpus_of=one)[0].test == ("a_1", "a_2", "a_3", "a_4")

@@ -160,9 +160,10 @@ def test_speaker_folds_over_several_corpora_report_each_corpus(toy_features: Any
     from callsense.models.train import cross_validate_linear, make_folds
 
     fs = toy_features(5)
-    fs.items = [Item(Path(f"{i}.wav"), str(s), "", "xyz"[int(str(s)[1:]) % 3]) for i, s in
+    fs.items = [Item(Path(f"{i}.wav"), str(s), "", "xyz"[int(str(s)[1:]) // 4]) for i, s in
                 enumerate(fs.speakers)]  # fmt: skip
     folds = make_folds(fs, 3, 0)
+    assert all(len({int(s[1:]) // 4 for s in f.test}) == 3 for f in folds)  # every corpus
     res = cross_validate_linear(fs, ["angry", "neutral", "sad"], folds, 1.0, ("clean",))
     by = res["summary"]["clean"]["by_corpus"]
     assert sorted(by) == ["x", "y", "z"]
