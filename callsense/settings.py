@@ -231,8 +231,17 @@ class Settings(BaseSettings):
         None, description="Standard Webhooks secret (whsec_<base64> or raw) used to sign payloads."
     )
     webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook attempt.")
-    webhook_max_attempts: int = Field(
-        6, ge=1, le=20, description="Webhook attempts per endpoint before giving up."
+    webhook_max_attempts: int | None = Field(
+        None,
+        ge=1,
+        description="Cap of webhook attempts per endpoint and hand-over (empty: none; the "
+        "retry horizon decides; `callsense webhook test` makes 6).",
+    )
+    webhook_retry_horizon_s: float = Field(
+        86400.0,
+        gt=0,
+        description="Webhook retries go on until this long after an event's first attempt "
+        "(across worker restarts); then the event counts as not delivered.",
     )
     webhook_backoff_s: float = Field(
         0.5, ge=0, description="First retry delay; doubles per attempt, with jitter."

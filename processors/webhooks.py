@@ -9,10 +9,14 @@ configured endpoint whose filter matches. Headers::
 
 The key is the secret from ``CALLSENSE_WEBHOOK_SECRET``: ``whsec_<base64>`` is decoded, any
 other string is used as UTF-8 bytes. Failed attempts (timeout, connection error, 5xx, 408, 429)
-are retried with exponential backoff and jitter; another 4xx is not retried, and 410 Gone
-disables the endpoint. Every attempt is logged in ``webhook_deliveries`` and an event already
-delivered to an endpoint is never sent there again. Each endpoint has its own queue and sender
-(:class:`WebhookDispatcher`): a hanging endpoint never delays another.
+are retried with capped exponential backoff and jitter until ``CALLSENSE_WEBHOOK_RETRY_HORIZON_S``
+after the event's first attempt (24 h by default; ``CALLSENSE_WEBHOOK_MAX_ATTEMPTS`` may also cap
+the attempts); another 4xx is not retried, and 410 Gone disables the endpoint. Every attempt is
+logged in ``webhook_deliveries`` and an event already delivered to an endpoint is never sent
+there again. The outbox is durable: an alert event's Kafka offset is committed only when every
+endpoint is done with it, so after a worker restart it is handed over again and its retries
+resume where the log says (same attempt count, same horizon). Each endpoint has its own queue
+and sender (:class:`WebhookDispatcher`): a hanging endpoint never delays another.
 
 Endpoints (``CALLSENSE_WEBHOOK_URL``): comma separated; each may carry a filter in its URL
 fragment, which is never sent: ``https://ops.example/hook#rule=customer_anger|negative_sustained
@@ -171,11 +175,17 @@ class DeliveryLog:
     def __init__(self, session_factory: Callable[[], Any]) -> None:
         self._sf = session_factory
 
-    def delivered(self, event_id: str, url: str) -> tuple[bool, int]:
+    def delivered(self, event_id: str, url: str) -> tuple[bool, int, float | None]:
+        """(delivered already, attempts so far, epoch of the first attempt or None)."""
         from callsense.storage import alerts as store
 
         with self._sf() as s:
-            return store.delivered(s, event_id, url), store.last_attempt(s, event_id, url)
+            first = store.first_attempt_at(s, event_id, url)
+            return (
+                store.delivered(s, event_id, url),
+                store.last_attempt(s, event_id, url),
+                first.timestamp() if first is not None else None,
+            )
 
     def record(self, msg: Message, a: Attempt) -> None:
         from callsense.storage import alerts as store
@@ -198,16 +208,20 @@ class WebhookDeliverer:
     endpoints: list[Endpoint]
     secret: str
     timeout_s: float = 5.0
-    max_attempts: int = 6
+    max_attempts: int | None = 6  # per hand-over; None: only the horizon ends the retries
     backoff_s: float = 0.5
     backoff_max_s: float = 60.0
     log: DeliveryLog | None = None
+    horizon_s: float | None = None  # no attempt after this long since the first one
     rng: random.Random = field(default_factory=random.Random)
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+    clock: Callable[[], float] = time.time
     transport: httpx.AsyncBaseTransport | None = None
 
     def __post_init__(self) -> None:
         secret_key(self.secret)  # fail early on a malformed secret
+        if self.max_attempts is None and self.horizon_s is None:
+            raise ValueError("webhook retries need max_attempts or a horizon")
 
     def delay(self, attempt: int) -> float:
         """Backoff before attempt ``attempt + 1``: capped exponential, jittered to 50-100 %."""
@@ -236,17 +250,21 @@ class WebhookDeliverer:
 
     async def send(self, client: httpx.AsyncClient, url: str, msg: Message) -> list[Attempt]:
         """Deliver ``msg`` to one endpoint: attempts with backoff until one succeeds, the
-        answer is not worth retrying, or the attempts run out; each one logged."""
-        first = 1
+        answer is not worth retrying, or the attempts or the horizon run out; each one logged
+        (a hand-over after a restart continues the logged attempts and horizon)."""
+        first, started = 1, self.clock()
         if self.log is not None:
-            done, last = await asyncio.to_thread(self.log.delivered, msg.id, url)
+            done, last, first_at = await asyncio.to_thread(self.log.delivered, msg.id, url)
             if done:
                 return [Attempt(url, last, None, True, "already delivered", skipped=True)]
-            first = last + 1
+            first, started = last + 1, first_at if first_at is not None else started
+            if self.horizon_s is not None and self.clock() - started > self.horizon_s:
+                return [Attempt(url, last, None, False, "retry horizon passed", skipped=True)]
         body = msg.body()
         out: list[Attempt] = []
-        for attempt in range(first, first + self.max_attempts):
-            ts = int(time.time())
+        attempt = first
+        while True:
+            ts = int(time.time())  # the signed timestamp is always the real time
             headers = {
                 "content-type": "application/json",
                 "user-agent": "callsense-webhooks/1",
@@ -267,8 +285,13 @@ class WebhookDeliverer:
                 await asyncio.to_thread(self.log.record, msg, a)
             if a.ok or not retryable(a.status_code):
                 break
-            if attempt < first + self.max_attempts - 1:
-                await self.sleep(self.delay(attempt - first + 1))
+            if self.max_attempts is not None and len(out) >= self.max_attempts:
+                break
+            delay = self.delay(min(attempt, 30))
+            if self.horizon_s is not None and self.clock() + delay - started > self.horizon_s:
+                break
+            await self.sleep(delay)
+            attempt += 1
         return out
 
 
@@ -363,6 +386,7 @@ def deliverer_from_settings(settings: Settings, session_factory: Any | None = No
         backoff_s=settings.webhook_backoff_s,
         backoff_max_s=settings.webhook_backoff_max_s,
         log=DeliveryLog(session_factory) if session_factory is not None else None,
+        horizon_s=settings.webhook_retry_horizon_s,
     )
 
 
@@ -409,7 +433,7 @@ def webhook_test_cmd(url: str, attempts: int | None) -> None:
             endpoints=endpoints,
             secret=settings.webhook_secret.get_secret_value(),
             timeout_s=settings.webhook_timeout_s,
-            max_attempts=attempts or settings.webhook_max_attempts,
+            max_attempts=attempts or settings.webhook_max_attempts or 6,
             backoff_s=settings.webhook_backoff_s,
             backoff_max_s=settings.webhook_backoff_max_s,
             log=DeliveryLog(session_factory(engine)),

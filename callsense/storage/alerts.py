@@ -155,6 +155,17 @@ def last_attempt(session: Session, event_id: str, url: str) -> int:
     return int(session.scalar(stmt) or 0)
 
 
+def first_attempt_at(session: Session, event_id: str, url: str) -> datetime | None:
+    """When an event's first attempt to an endpoint was logged (its retry horizon starts)."""
+    stmt = select(func.min(WebhookDelivery.created_at)).where(
+        and_(WebhookDelivery.event_id == event_id, WebhookDelivery.url == url)
+    )
+    first = session.scalar(stmt)
+    if first is not None and first.tzinfo is None:  # SQLite keeps no zone: stored as UTC
+        first = first.replace(tzinfo=UTC)
+    return first
+
+
 def recent_deliveries(session: Session, limit: int = 200) -> list[WebhookDelivery]:
     stmt = select(WebhookDelivery).order_by(WebhookDelivery.id.desc()).limit(limit)
     return list(session.scalars(stmt))

@@ -257,3 +257,84 @@ def test_410_disables_the_endpoint_and_other_4xx_are_not_retried() -> None:
     with Receiver(fail_first=2, fail_status=429) as throttled:
         done, d = _dispatch(throttled.url, msgs[:1], max_attempts=5, backoff_s=0.01)
     assert len(throttled.requests) == 3 and throttled.accepted == {"msg_0": 1}  # 429: retried
+
+
+class FakeTime:
+    """A clock that starts now and moves only when the deliverer sleeps; ``on_sleep`` runs after
+    each sleep (e.g. to bring a receiver back, or to kill the worker)."""
+
+    def __init__(self, on_sleep=None) -> None:
+        self.now = time.time()
+        self.start = self.now
+        self.on_sleep = on_sleep
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, s: float) -> None:
+        self.now += s
+        if self.on_sleep is not None:
+            self.on_sleep(self)
+
+
+def _durable(recv: Receiver, sf, fake: FakeTime, horizon_s: float = 86400.0) -> WebhookDeliverer:
+    from callsense.processors.webhooks import DeliveryLog
+
+    return WebhookDeliverer(
+        endpoints=parse_endpoints(recv.url), secret=SECRET, max_attempts=None,
+        horizon_s=horizon_s, backoff_s=0.5, backoff_max_s=60.0, log=DeliveryLog(sf),
+        sleep=fake.sleep, clock=fake,
+    )  # fmt: skip
+
+
+def test_a_receiver_down_for_ten_minutes_gets_the_alert_once(sf) -> None:
+    """Retries go on past any attempt count until the receiver is back (the horizon is a day);
+    the alert arrives once by id. Time is simulated: the deliverer sleeps on a fake clock."""
+    msg = alert_messages()[0]
+    with Receiver(fail_first=10**9) as recv:
+
+        def back_after_ten_minutes(t: FakeTime) -> None:
+            if t.now - t.start >= 600:
+                recv.fail_first = 0
+
+        fake = FakeTime(back_after_ten_minutes)
+        attempts = asyncio.run(_durable(recv, sf, fake).deliver(msg))
+    assert attempts[-1].ok and not any(a.ok for a in attempts[:-1])
+    assert 600 <= fake.now - fake.start < 600 + 60  # no wait longer than the 60 s cap
+    assert len(attempts) > 6  # more than the old fixed six attempts
+    assert [a.attempt for a in attempts] == list(range(1, len(attempts) + 1))
+    assert recv.accepted == {msg.id: 1}
+
+
+def test_retries_resume_after_a_worker_restart_and_stop_at_the_horizon(sf) -> None:
+    """A worker killed between retries: the next hand-over of the same event (Kafka redelivers
+    it, its offset was never committed) continues the logged attempts and delivers once; an
+    event whose first attempt is older than the horizon is not sent again."""
+    msgs = alert_messages()
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_three(t: FakeTime) -> None:
+        if recv.requests and len(recv.requests) >= 3:
+            raise Killed
+
+    with Receiver(fail_first=10**9) as recv:
+        with pytest.raises(Killed):
+            asyncio.run(_durable(recv, sf, FakeTime(kill_after_three)).deliver(msgs[0]))
+        recv.fail_first = 0  # the receiver is back; a new worker takes over
+        after = asyncio.run(_durable(recv, sf, FakeTime()).deliver(msgs[0]))
+        again = asyncio.run(_durable(recv, sf, FakeTime()).deliver(msgs[0]))
+    assert [(a.attempt, a.ok) for a in after] == [(4, True)]
+    assert again[0].skipped and recv.accepted == {msgs[0].id: 1}
+
+    with Receiver(fail_first=10**9) as down:
+        fake = FakeTime()
+        gave_up = asyncio.run(_durable(down, sf, fake, horizon_s=300).deliver(msgs[1]))
+        assert not any(a.ok for a in gave_up) and fake.now - fake.start <= 300
+        n = len(down.requests)
+        later = FakeTime()
+        later.now += 400  # handed over again after the horizon
+        late = asyncio.run(_durable(down, sf, later, horizon_s=300).deliver(msgs[1]))
+    assert late[0].skipped and late[0].error == "retry horizon passed"
+    assert len(down.requests) == n
