@@ -313,6 +313,7 @@ def speaker_folds(
     n_val: int = 2,
     seed: int = 0,
     corpus_of: dict[str, str] | None = None,
+    no_val: Iterable[str] = (),
 ) -> list[Fold]:
     """K folds disjoint by speaker; inside each, train/val/test speakers are disjoint.
 
@@ -321,7 +322,8 @@ def speaker_folds(
     corpora, each corpus is cut so, and test set *i* joins every corpus's *i*-th group (every
     fold tests and trains on every corpus). Validation speakers are ``n_val`` speakers drawn
     with ``seed`` from the remaining ones (balanced by gender when speaker ids carry RAVDESS's
-    odd/even convention); the rest train.
+    odd/even convention), never from ``no_val`` (e.g. one-clip ids of unknown speakers, on
+    which a temperature would be fitted to two clips); the rest train.
     """
     spk = sorted(set(speakers), key=_natural_key)
     if k < 2 or len(spk) < k:
@@ -341,7 +343,8 @@ def speaker_folds(
     for i, test in enumerate(groups):
         rest = [s for s in spk if s not in test]
         rng = random.Random(seed * 1000 + i)
-        val = _pick_val(rest, n_val, rng)
+        excluded = set(no_val)
+        val = _pick_val([s for s in rest if s not in excluded], n_val, rng)
         train = [s for s in rest if s not in val]
         if not train:
             raise ValueError("no training speakers left; lower n_val or k")

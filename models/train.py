@@ -298,12 +298,14 @@ def make_folds(
         if len(fs.items) == len(fs.y)
         else None
     )
+    unknown = {it.speaker for it in fs.items if it.extra.get("unknown_speaker") == "1"}
     if protocol == "speakers":
-        return speaker_folds(fs.speakers.tolist(), k=k, n_val=2, seed=seed, corpus_of=corpus_of)
+        return speaker_folds(
+            fs.speakers.tolist(), k=k, n_val=2, seed=seed, corpus_of=corpus_of, no_val=unknown
+        )
     if protocol == "loco":
         if not corpus_of:
             raise ValueError("leave-one-corpus-out needs the corpus of every clip")
-        unknown = {it.speaker for it in fs.items if it.extra.get("unknown_speaker") == "1"}
         return corpus_folds(
             fs.speakers.tolist(), corpus_of, seed=seed, no_val=unknown, calibration=calibration
         )

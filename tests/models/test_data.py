@@ -218,5 +218,8 @@ def test_speaker_folds_over_several_corpora_cut_each_corpus() -> None:
         assert {corpus_of[s] for s in f.test} == {"a", "b"}
         assert [corpus_of[s] for s in f.test].count("a") == 4
         assert not (set(f.test) | set(f.val)) & set(f.train)
+    unknown = [s for s in corpus_of if s.startswith("b")]
+    for f in speaker_folds(list(corpus_of), k=3, n_val=2, corpus_of=corpus_of, no_val=unknown):
+        assert not set(f.val) & set(unknown) and len(f.val) == 2
     one = {s: "a" for s in corpus_of if s.startswith("a")}
     assert speaker_folds(list(one), k=3, corpus_of=one)[0].test == ("a_1", "a_2", "a_3", "a_4")
