@@ -497,8 +497,8 @@ class SpeakerPipeline:
 
     @property
     def infers_emotion(self) -> bool:
-        """False for a role outside ``cfg.emotion_roles``: its windows are cut (talk time and
-        timing stay exact) but never returned, so no emotion is inferred for that speaker."""
+        """False for a role outside ``cfg.emotion_roles``: its speech is counted (talk time) but
+        not kept and never cut into windows, so no emotion is inferred for that speaker."""
         return self.role in self.cfg.emotion_roles
 
     def push(self, samples: np.ndarray, start_sample: int) -> list[Window]:
@@ -596,6 +596,9 @@ class SpeakerPipeline:
         return self._speech_in(self._vad.push(x))
 
     def _speech_in(self, frames: list[tuple[int, np.ndarray]]) -> list[Window]:
+        if not self.infers_emotion:  # talk time only (VAD counts it): no speech kept, no window
+            self._total += len(frames) * self.cfg.frame_samples
+            return []
         if frames:
             f = self.cfg.frame_samples
             self._speech = np.concatenate([self._speech] + [fr for _, fr in frames])
@@ -610,6 +613,8 @@ class SpeakerPipeline:
         return out
 
     def _tail(self) -> list[Window]:
+        if not self.infers_emotion:
+            return []
         win, hop = self.cfg.window_samples, self.cfg.hop_samples
         covered = (self._n_windows - 1) * hop + win if self._n_windows else 0
         start = self._n_windows * hop

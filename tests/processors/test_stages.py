@@ -339,8 +339,9 @@ def test_classify_windows_at_another_internal_rate(model: Any, speech: np.ndarra
 
 
 def test_roles_outside_emotion_roles_get_talk_time_but_no_windows(speech: np.ndarray) -> None:
-    """Customer only by default (EU AI Act Art. 5(1)(f)): the agent is cut into the same
-    windows internally (talk time, timing) but none is returned for inference."""
+    """Customer only by default (EU AI Act Art. 5(1)(f)): the agent's speech is counted (talk
+    time) but neither kept nor cut into windows, so nothing of it reaches inference or the
+    checkpoint."""
     default = StageConfig()
     assert default.emotion_roles == ("customer",) and default.roles_notice() is None
     agent = SpeakerPipeline(default, SR, "ch0", "agent")
@@ -350,7 +351,8 @@ def test_roles_outside_emotion_roles_get_talk_time_but_no_windows(speech: np.nda
     wins = run(customer, speech, SR)
     assert wins and {w.role for w in wins} == {"customer"}
     assert agent.talk_time_s == customer.talk_time_s > 5.0
-    assert agent.windows_emitted == customer.windows_emitted == len(wins)
+    assert customer.windows_emitted == len(wins) and agent.windows_emitted == 0
+    assert agent.to_state()["speech"] == "" and len(customer.to_state()["speech"]) > 10_000
     opted = StageConfig(emotion_roles=("customer", "agent"))
     assert "Art. 5(1)(f)" in (opted.roles_notice() or "")
     assert [w.start_ms for w in run(SpeakerPipeline(opted, SR, "ch0", "agent"), speech, SR)] == [
