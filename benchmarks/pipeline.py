@@ -119,7 +119,13 @@ def _wait_ended(engine: Any, ids: list[str], timeout: float) -> bool:
 
 
 def one_run(
-    calls: int, workers: int, partitions: int, roles: str, stagger: float, broker_kind: str
+    calls: int,
+    workers: int,
+    partitions: int,
+    roles: str,
+    stagger: float,
+    broker_kind: str,
+    call_seconds: float | None = None,
 ) -> dict[str, Any]:
     """One measured run (fresh broker, database and consumer group)."""
     from callsense.ingest.producer import load_call_audio
@@ -132,6 +138,8 @@ def one_run(
 
     sample = next(c for c in sample_calls() if int(c.get("channels", 1)) == 2)
     audio, sr = load_call_audio(sample["path"])
+    if call_seconds:
+        audio = audio[:, : int(call_seconds * sr)]
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(broker_kind, data_dir=tmp) as broker:
         url = f"sqlite:///{tmp}/bench.db"
         upgrade(url)
@@ -190,6 +198,33 @@ def one_run(
     }
 
 
+def stage_latency(audio: np.ndarray, sr: int, agent_channel: int, roles: str) -> dict[str, Any]:
+    """The part of the latency the stages cause by design: each window's end (call time) to the
+    end of the chunk that completes it, with the worker's chunking and stage settings (no
+    broker, no model). The rest of the measured latency is transport, batching, inference and
+    the database write."""
+    from callsense.processors.stages import SpeakerPipeline, StageConfig, chunk_audio, speakers_for
+
+    from callsense.settings import Settings
+
+    cfg = StageConfig.from_settings(Settings(emotion_roles=roles))
+    pipes = [
+        (SpeakerPipeline(cfg, sr, spk, role), ch)
+        for spk, role, ch in speakers_for(audio.shape[0], agent_channel)
+    ]
+    lat = []
+    for _seq, start, chunk in chunk_audio(audio, sr, cfg.chunk_ms):
+        done = (start + chunk.shape[1]) / sr
+        for pipe, ch in pipes:
+            lat += [done - w.end_ms / 1000.0 for w in pipe.push(chunk[ch or 0], start)]
+    return {
+        "chunk_ms": cfg.chunk_ms,
+        "vad_block_ms": cfg.vad_block_frames * cfg.vad_frame_ms,
+        "p50": round(float(np.percentile(lat, 50)), 3) if lat else None,
+        "p95": round(float(np.percentile(lat, 95)), 3) if lat else None,
+    }
+
+
 def _median(runs: list[dict[str, Any]], *path: str) -> float | None:
     vals = []
     for r in runs:
@@ -243,6 +278,9 @@ def plot(results: dict[str, Any], out: Path) -> None:
     "--out", default=Path("bench-results"), type=click.Path(path_type=Path), show_default=True
 )
 @click.option("--name", default="pipeline", show_default=True, help="Result file stem.")
+@click.option(
+    "--call-seconds", type=float, default=None, help="Cut the sample call (default: all 51 s)."
+)
 def bench_pipeline(
     calls: str,
     workers: int,
@@ -253,17 +291,24 @@ def bench_pipeline(
     broker_kind: str,
     out: Path,
     name: str,
+    call_seconds: float | None,
 ) -> None:
     """Pipeline at real-time pace: N stereo calls, W workers; latency, backlog, CPU, RSS."""
+    from callsense.ingest.producer import load_call_audio
     from tqdm import tqdm
 
+    from callsense.demo import sample_calls
+
     ns = [int(n) for n in calls.split(",") if n.strip()]
+    sample = next(c for c in sample_calls() if int(c.get("channels", 1)) == 2)
+    audio, sr = load_call_audio(sample["path"])
+    stages = stage_latency(audio, sr, int(sample.get("agent_channel", 0)), roles)
     load_before = host_load()
     all_runs: list[dict[str, Any]] = []
     bar = tqdm(total=len(ns) * runs, desc="pipeline runs", unit="run")
     for n in ns:
         for _ in range(runs):
-            r = one_run(n, workers, partitions, roles, stagger_s, broker_kind)
+            r = one_run(n, workers, partitions, roles, stagger_s, broker_kind, call_seconds)
             all_runs.append(r)
             bar.write(
                 f"{n} calls: backlog {r['backlog_s']} s, p50 {r['latency_s']['p50']} s, "
@@ -297,8 +342,10 @@ def bench_pipeline(
         "emotion_roles": roles,
         "broker": broker_kind,
         "stagger_s": stagger_s,
+        "call_seconds": call_seconds or "all",
         "kept_up_rule": f"every call ended and backlog ≤ {KEPT_UP_BACKLOG_S} s",
         "largest_n_kept_up": max(kept) if kept else None,
+        "stage_latency_s": stages,
         "host_before": load_before,
         "host_after": host_load(),
         "by_calls": by_calls,

@@ -26,3 +26,18 @@ def test_medians_skip_missing_values_and_plot_is_written(tmp_path: Path) -> None
     }  # fmt: skip
     plot(result, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stage_latency_is_bounded_by_the_chunk_and_vad_block() -> None:
+    """A window can wait at most for the rest of its chunk and of its VAD block (plus the
+    hangover frames that end it), never seconds."""
+    from callsense.ingest.producer import load_call_audio
+
+    from benchmarks.pipeline import stage_latency
+    from callsense.demo import sample_calls
+
+    sample = next(c for c in sample_calls() if c["channels"] == 2)
+    audio, sr = load_call_audio(sample["path"])
+    lat = stage_latency(audio, sr, sample["agent_channel"], "customer")
+    bound = (lat["chunk_ms"] + lat["vad_block_ms"] + 150) / 1000
+    assert 0 < lat["p50"] <= lat["p95"] <= bound
