@@ -318,10 +318,19 @@ def train_cmd(
             "ensemble": len(heads),
             "training": {
                 "manifest": manifest.name,
+                "corpora": sorted(set(fs.corpora.tolist())),
+                "protocol": protocol,
                 "folds": folds,
                 "config": training_cfg,
                 "cv_summary": {
-                    v: {k: s[k] for k in ("ua_mean", "ua_std", "macro_f1_mean")}
+                    v: {
+                        **{k: s[k] for k in ("ua_mean", "ua_std", "macro_f1_mean")},
+                        **(
+                            {"ua_by_corpus": {c: m["ua"] for c, m in s["by_corpus"].items()}}
+                            if "by_corpus" in s
+                            else {}
+                        ),
+                    }
                     for v, s in res["summary"].items()
                 },
             },
