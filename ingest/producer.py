@@ -21,8 +21,8 @@ from callsense.processors.events import (
     AUDIO_TOPIC,
     MAX_CHANNELS,
     AudioChunk,
-    CallEnd,
     CallStart,
+    call_events,
     ensure_topics_async,
 )
 
@@ -113,8 +113,6 @@ async def stream_call(
     progress: Any = None,
 ) -> IngestResult:
     """Send one call; returns once the broker acknowledged every event of it."""
-    from callsense.processors.stages import chunk_audio
-
     key = meta.call_id.encode()
     t0 = time.monotonic()
     start = CallStart(
@@ -127,29 +125,31 @@ async def stream_call(
         meta.queue,
         source,
     )
-    await (await producer.send(AUDIO_TOPIC, start.to_json(), key=key))
     pending = []
-    seq = -1
-    for seq, start_sample, chunk in chunk_audio(audio, sr, chunk_ms):
-        if speed is not None:  # send a chunk once its audio has been "spoken"
-            due = t0 + (start_sample + chunk.shape[1]) / sr / speed
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        ev = AudioChunk.from_array(meta.call_id, seq, start_sample, sr, chunk)
-        pending.append(await producer.send(AUDIO_TOPIC, ev.to_json(), key=key))
-        if progress is not None:
-            progress.update(chunk.shape[1] / sr)
-        if len(pending) >= 64:
-            await asyncio.gather(*pending)
-            pending.clear()
-    await asyncio.gather(*pending)
-    end = CallEnd(meta.call_id, seq, int(audio.shape[1]))
-    await (await producer.send(AUDIO_TOPIC, end.to_json(), key=key))
+    chunks = 0
+    for ev, end_sample in call_events(start, audio, chunk_ms):
+        if isinstance(ev, AudioChunk):
+            if speed is not None:  # send a chunk once its audio has been "spoken"
+                delay = t0 + end_sample / sr / speed - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            ev.ts = time.time()
+            pending.append(await producer.send(AUDIO_TOPIC, ev.to_json(), key=key))
+            chunks += 1
+            if progress is not None:
+                progress.update((end_sample - ev.start_sample) / sr)
+            if len(pending) >= 64:
+                await asyncio.gather(*pending)
+                pending.clear()
+            continue
+        await asyncio.gather(*pending)  # the call end follows every chunk
+        pending.clear()
+        ev.ts = time.time()
+        await (await producer.send(AUDIO_TOPIC, ev.to_json(), key=key))
     return IngestResult(
         meta.call_id,
         source or "",
-        seq + 1,
+        chunks,
         audio.shape[1] / sr,
         int(sr),
         int(audio.shape[0]),

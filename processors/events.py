@@ -24,6 +24,7 @@ import binascii
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -307,6 +308,27 @@ def call_ended_event(
 
 def dumps(d: dict[str, Any]) -> bytes:
     return _dumps(d)
+
+
+def call_events(
+    start: CallStart, audio: np.ndarray, chunk_ms: int
+) -> Iterator[tuple[AudioEvent, int]]:
+    """The ``callsense.audio`` events of one recorded call, in order: ``start``, every chunk of
+    ``audio`` (``(channels, T)`` float at ``start.sample_rate``), the call end; each with the
+    input sample where its audio ends (for pacing; a sender that paces sets ``ts`` when it
+    sends). What ingest sends and offline analysis processes: a file is one more source of the
+    same events."""
+    from callsense.processors.stages import chunk_audio
+
+    sr = int(start.sample_rate)
+    yield start, 0
+    seq = -1
+    for seq, start_sample, chunk in chunk_audio(audio, sr, chunk_ms):
+        yield (
+            AudioChunk.from_array(start.call_id, seq, start_sample, sr, chunk),
+            start_sample + chunk.shape[1],
+        )
+    yield CallEnd(start.call_id, seq, int(audio.shape[1])), int(audio.shape[1])
 
 
 # --------------------------------------------------------------------------- dead letters

@@ -1,10 +1,12 @@
-"""Offline analysis: one audio file through the same stage code as the stream, without Kafka.
+"""Offline analysis: a recorded call is one more source of the stream's events.
 
-``analyze_file`` chunks the file with :func:`~callsense.processors.stages.chunk_audio` (the chunker
-ingest uses), feeds each speaker's :class:`~callsense.processors.stages.SpeakerPipeline` chunk by
-chunk in call order, and classifies the windows with
-:func:`~callsense.processors.stages.classify` in batches, exactly as the Faust agents do. The
-same file therefore yields the same windows (times and samples) offline and through Kafka.
+:func:`analyze_audio` turns the file into the ``callsense.audio`` events ingest would send
+(:func:`~callsense.processors.events.call_events`: call start, 250 ms chunks, call end) and runs
+them through the stream's own :class:`~callsense.processors.callstate.CallProcessor` with an
+in-process :class:`~callsense.processors.inference.BatchClassifier`, in the stream's micro-batch
+size. A file analysed here and the same call streamed through Kafka give the same windows
+because they are the same code, not two drivers kept equal by tests. The upload page and
+``callsense analyze`` both use it.
 
 ``callsense analyze FILE [--json|--csv] [--call-id ID] [--agent-channel 0|1]``
 """
@@ -22,14 +24,9 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 from callsense.processors.stages import (
-    SpeakerPipeline,
     StageConfig,
     StageError,
-    Window,
     WindowResult,
-    chunk_audio,
-    classify,
-    speakers_for,
 )
 
 if TYPE_CHECKING:
@@ -74,38 +71,6 @@ def load_call_audio(path: str | Path) -> tuple[np.ndarray, int]:
     return audio, sr
 
 
-def extract_windows(
-    audio: np.ndarray, sr: int, cfg: StageConfig, agent_channel: int = 0, diarize: bool = False
-) -> tuple[list[Window], list[dict[str, Any]]]:
-    """Stage part of the analysis (no model): windows in stream order + per-speaker info.
-
-    ``diarize``: a mono call is split into speakers by the streaming diarizer first
-    (docs/diarization.md); stereo calls always keep one speaker per channel.
-    """
-    from tqdm import tqdm
-
-    if diarize and audio.shape[0] == 1:
-        from callsense.processors.diarization.route import diarized_windows
-
-        return diarized_windows(audio, sr, cfg)
-    speakers = speakers_for(audio.shape[0], agent_channel)
-    pipes = [(SpeakerPipeline(cfg, sr, spk, role), ch or 0) for spk, role, ch in speakers]
-    windows: list[Window] = []
-    n_chunks = -(-audio.shape[1] // max(1, int(round(sr * cfg.chunk_ms / 1000))))
-    for _seq, start, chunk in tqdm(
-        chunk_audio(audio, sr, cfg.chunk_ms), total=n_chunks, desc="stages", disable=None
-    ):
-        for pipe, ch in pipes:
-            windows += pipe.push(chunk[ch], start)
-    for pipe, _ch in pipes:
-        windows += pipe.flush()
-    info = [
-        {"speaker": spk, "role": role, "channel": ch, "talk_time_s": pipe.talk_time_s}
-        for (spk, role, ch), (pipe, _c) in zip(speakers, pipes, strict=True)
-    ]
-    return windows, info
-
-
 def analyze_audio(
     audio: np.ndarray,
     sr: int,
@@ -115,37 +80,68 @@ def analyze_audio(
     model: Any = None,
     source: str = "",
 ) -> Analysis:
+    """The file as a source: its ``callsense.audio`` events (the ones ingest sends) through the
+    stream's own :class:`~callsense.processors.callstate.CallProcessor`, micro-batch by
+    micro-batch, with an in-process classifier. Stream and file windows are the same code."""
+    from callsense.processors.callstate import CallProcessor, Incoming
+    from callsense.processors.events import AUDIO_TOPIC, CallStart, call_events
+    from callsense.processors.inference import BatchClassifier
+    from tqdm import tqdm
+
     cfg = StageConfig.from_settings(settings)
     if notice := cfg.roles_notice():
         log.warning(notice)
-    windows, info = extract_windows(
-        audio, sr, cfg, agent_channel, diarize=settings.diarization_mono
+    start = CallStart(
+        call_id, int(sr), int(audio.shape[0]), agent_channel, source=Path(source).name or None
     )
-    if model is None:
-        from callsense.models import EmotionModel
+    classifier = BatchClassifier(settings, model=model)
+    processor = CallProcessor(settings, classifier)
+    key = call_id.encode()
+    states: dict[str, Any] = {}
+    outputs: list[dict[str, Any]] = []
+    batch: list[Incoming] = []
 
-        model = EmotionModel.load(
-            settings.model_dir, int8=settings.model_int8, threads=settings.model_threads
-        )
-    smoothers: dict[str, Any] = {}
-    speaker_states: dict[str, Any] = {}
-    results: list[WindowResult] = []
-    for i in range(0, len(windows), cfg.inference_batch):
-        results += classify(
-            model,
-            windows[i : i + cfg.inference_batch],
-            smoothers,
-            cfg.uncertain_threshold,
-            alpha=cfg.smoothing_alpha,
-            speaker_states=speaker_states,
-        )
+    def step() -> None:
+        res = processor.process(batch, states)
+        if res.deadletters:
+            raise StageError(res.deadletters[0].get("reason", "the audio was rejected"))
+        states.update(res.states)
+        outputs.extend(res.outputs)
+        batch.clear()
+
+    n_events = -(-audio.shape[1] // max(1, int(round(sr * cfg.chunk_ms / 1000)))) + 2
+    try:
+        for offset, (ev, _end) in enumerate(
+            tqdm(call_events(start, audio, cfg.chunk_ms), total=n_events, desc="analyze",
+                 unit="chunk", disable=None)
+        ):  # fmt: skip
+            batch.append(Incoming(ev.to_json(), key, AUDIO_TOPIC, 0, offset))
+            if len(batch) >= settings.stream_batch_events:
+                step()
+        step()
+    finally:
+        classifier.close()
+    ended = next((o for o in outputs if o.get("kind") == "call_ended"), None)
+    if ended is None:
+        raise StageError("the call did not end (no call_ended event)")
+    talk = ended.get("talk_time_s", {})
+    speakers = [
+        {**s, "talk_time_s": float(talk.get(s["speaker"], 0.0))}
+        for s in ended.get("speakers") or []
+    ]
+    fields = set(WindowResult.__dataclass_fields__)
+    results = [
+        WindowResult(**{k: v for k, v in o.items() if k in fields})
+        for o in outputs
+        if o.get("kind") == "window"
+    ]
     return Analysis(
         call_id=call_id,
         source=source,
         sample_rate=sr,
         channels=int(audio.shape[0]),
         duration_s=audio.shape[1] / sr,
-        speakers=info,
+        speakers=speakers,
         results=results,
     )
 

@@ -323,8 +323,8 @@ def diarized_windows(
     :class:`MonoDiarizedStream` in ``chunk_ms`` chunks of its own rate (exactly what the stream
     worker does with the chunks it receives), and each speaker's stream feeds its own
     :class:`~callsense.processors.stages.SpeakerPipeline` (created when the speaker first
-    appears). Returns ``(windows, speaker info)`` like
-    ``callsense.processors.offline.extract_windows``.
+    appears). Returns ``(windows, speaker info)``; the stage-level form used by tests (the
+    product's file analysis runs the call processor).
     """
     from callsense.processors.stages import chunk_audio
 

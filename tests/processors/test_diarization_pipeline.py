@@ -55,8 +55,8 @@ def test_mono_two_speaker_call_yields_two_speakers(call_turns, settings, tmp_pat
 
 
 def test_stereo_call_is_not_diarized(call_turns, settings, tmp_path) -> None:
-    from callsense.processors.offline import extract_windows
     from callsense.processors.stages import StageConfig
+    from support.stages import extract_windows
 
     agent, cust = call_turns
     ch0: list[np.ndarray] = []

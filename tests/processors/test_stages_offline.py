@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from callsense.processors.offline import analyze_cmd, extract_windows, load_call_audio
+from callsense.processors.offline import analyze_cmd, load_call_audio
 from callsense.processors.stages import StageConfig
 from click.testing import CliRunner
+from support.stages import extract_windows
 from support.streaming import ravdess_clips  # noqa: E402
 
 SR = 16000

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import soundfile as sf
 from callsense.ingest.samples import SAMPLES_DIR, sample_calls
-from callsense.processors.offline import extract_windows, load_call_audio
+from callsense.processors.offline import load_call_audio
 from callsense.processors.stages import StageConfig
 from click.testing import CliRunner
+from support.stages import extract_windows
 
 
 def test_sample_calls_metadata_and_size() -> None:
