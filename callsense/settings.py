@@ -214,6 +214,9 @@ class Settings(BaseSettings):
     # --- dashboard / api / alerts ---------------------------------------------------------
     dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address.")
     dashboard_port: int = Field(8050, description="Dashboard port.")
+    dashboard_threads: int = Field(
+        8, ge=1, le=64, description="Request threads of the dashboard's WSGI server (waitress)."
+    )
     dashboard_user: str = Field("supervisor", description="Sign-in user (beyond loopback).")
     dashboard_password: SecretStr | None = Field(
         None,

@@ -28,5 +28,8 @@ def dashboard_cmd(host: str | None, port: int | None, no_migrate: bool) -> None:
         app = create_app(settings, require_login=require_login)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    from waitress import serve
+
     click.echo(f"callsense dashboard on http://{host}:{port}/ (API: /api/openapi.json)")
-    app.run(host=host, port=port, debug=False, threaded=True)
+    # a production WSGI server (not Flask's development server); no Server header
+    serve(app.server, host=host, port=port, threads=settings.dashboard_threads, ident="")

@@ -52,6 +52,8 @@ def _serving(env: dict[str, str], path: str = "/") -> Iterator[tuple[str, httpx.
 def test_dashboard_command_serves_on_loopback(tmp_path: Path) -> None:
     with _serving(_env(tmp_path, CALLSENSE_API_TOKEN="tok")) as (base, r):
         assert r.status_code == 200 and "callsense" in r.text
+        # served by waitress, not Flask's development server, and it does not name itself
+        assert "server" not in {k.lower() for k in r.headers}
         assert httpx.get(base + "/_dash-layout").status_code == 200  # no sign-in on loopback
         api = httpx.get(base + "/api/calls", headers={"Authorization": "Bearer tok"})
         assert api.status_code == 200 and api.json()["total"] == 0  # migrated, empty
