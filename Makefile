@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py | sha1sum | cut -c1-12)
 
-.PHONY: install system-deps kafka demo test lint bench clean
+.PHONY: install system-deps kafka demo test test-faults lint bench clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,6 +44,10 @@ lint: install
 
 test: install system-deps kafka lint
 	$(PY) -m pytest -ra
+
+# the fault suite (minutes): worker SIGKILL loop on Apache Kafka; prints expected vs counted
+test-faults: install system-deps kafka
+	$(PY) -m pytest -m faults -s -ra
 
 bench: install
 	$(VENV)/bin/callsense bench all --out bench-results

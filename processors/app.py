@@ -187,11 +187,19 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
     async def _seek_committed() -> None:
         try:
             committed = await app.consumer.seek_to_committed()
+            streams = (audio_topic.get_topic_name(), windows_topic.get_topic_name())
+            # nothing committed yet (a worker killed before its first commit): start at the
+            # log's beginning explicitly; left alone, the position was the log end and the
+            # records in between were never processed
+            fresh = [tp for tp, o in committed.items() if tp.topic in streams and not o]
+            start = dict(await app.consumer.earliest_offsets(*fresh)) if fresh else {}
             for tp, offset in committed.items():
-                if offset is None or offset <= 0:
-                    continue  # nothing committed: the position is left alone (as Faust does)
+                if tp in start:
+                    offset = max(int(start[tp] or 0), 0)
+                elif offset is None or offset <= 0:
+                    continue  # a table changelog: Faust's recovery owns its position
                 await app.consumer.seek(tp, offset)  # sets Faust's read offset too
-                if tp.topic in (audio_topic.get_topic_name(), windows_topic.get_topic_name()):
+                if tp.topic in streams:
                     guard.start(tp, offset)
             log.info("recovery done: partitions sought to their committed offsets again")
         except Exception as exc:  # noqa: BLE001 - e.g. a new rebalance began: it seeks again
