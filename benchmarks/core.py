@@ -119,6 +119,23 @@ def start_cli(
     return proc
 
 
+def wait_for_summaries(engine: Any, ids: list[str], timeout: float, poll_s: float = 0.1) -> bool:
+    """Whether every call of ``ids`` has its summary stored (= it ended) within ``timeout``."""
+    import sqlalchemy as sa
+
+    query = sa.text("SELECT count(*) FROM call_summaries WHERE call_id IN :ids").bindparams(
+        sa.bindparam("ids", expanding=True)
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        with engine.connect() as conn:
+            if conn.execute(query, {"ids": ids}).scalar() == len(ids):
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+
+
 def host_load() -> dict[str, Any]:
     import os
 

@@ -24,7 +24,7 @@ from typing import Any
 import click
 import numpy as np
 
-from benchmarks.core import bench_group, host_load, start_cli
+from benchmarks.core import bench_group, host_load, start_cli, wait_for_summaries
 
 KEPT_UP_BACKLOG_S = 3.0  # real time is kept when the last window lands this soon after ingest
 
@@ -103,21 +103,6 @@ def _latencies(engine: Any, ids: list[str]) -> tuple[np.ndarray, float]:
     return lat, last
 
 
-def _wait_ended(engine: Any, ids: list[str], timeout: float) -> bool:
-    import sqlalchemy as sa
-
-    query = sa.text("SELECT count(*) FROM call_summaries WHERE call_id IN :ids").bindparams(
-        sa.bindparam("ids", expanding=True)
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            if conn.execute(query, {"ids": ids}).scalar() == len(ids):
-                return True
-        time.sleep(0.25)
-    return False
-
-
 def one_run(
     calls: int,
     workers: int,
@@ -125,21 +110,18 @@ def one_run(
     roles: str,
     stagger: float,
     broker_kind: str,
-    call_seconds: float | None = None,
+    sample: dict[str, Any],
+    audio: np.ndarray,
+    sr: int,
 ) -> dict[str, Any]:
-    """One measured run (fresh broker, database and consumer group)."""
-    from callsense.ingest.producer import load_call_audio
+    """One measured run (fresh broker, database and consumer group) of N copies of ``audio``
+    (the stereo ``sample`` call)."""
     from callsense.processors.events import ensure_topics
 
     from callsense.broker import EmbeddedBroker
-    from callsense.demo import sample_calls
     from callsense.settings import Settings
     from callsense.storage.db import make_engine, upgrade
 
-    sample = next(c for c in sample_calls() if int(c.get("channels", 1)) == 2)
-    audio, sr = load_call_audio(sample["path"])
-    if call_seconds:
-        audio = audio[:, : int(call_seconds * sr)]
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(broker_kind, data_dir=tmp) as broker:
         url = f"sqlite:///{tmp}/bench.db"
         upgrade(url)
@@ -164,7 +146,7 @@ def one_run(
             ids = [f"bench-{tag}-{i:03d}" for i in range(calls)]
             agent = int(sample.get("agent_channel", 0))
             t0, t_end = asyncio.run(_ingest(audio, sr, ids, agent, broker.bootstrap, stagger))
-            ended = _wait_ended(engine, ids, 600)
+            ended = wait_for_summaries(engine, ids, 600, poll_s=0.25)
             wall = time.time() - t0
             lat, last = _latencies(engine, ids)
             cpu = [(_proc_cpu_s(p.pid) - cpu0[p.pid]) / wall for p in procs]
@@ -303,12 +285,14 @@ def bench_pipeline(
     sample = next(c for c in sample_calls() if int(c.get("channels", 1)) == 2)
     audio, sr = load_call_audio(sample["path"])
     stages = stage_latency(audio, sr, int(sample.get("agent_channel", 0)), roles)
+    if call_seconds:
+        audio = audio[:, : int(call_seconds * sr)]
     load_before = host_load()
     all_runs: list[dict[str, Any]] = []
     bar = tqdm(total=len(ns) * runs, desc="pipeline runs", unit="run")
     for n in ns:
         for _ in range(runs):
-            r = one_run(n, workers, partitions, roles, stagger_s, broker_kind, call_seconds)
+            r = one_run(n, workers, partitions, roles, stagger_s, broker_kind, sample, audio, sr)
             all_runs.append(r)
             bar.write(
                 f"{n} calls: backlog {r['backlog_s']} s, p50 {r['latency_s']['p50']} s, "

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.core import benchmark, peak_rss_mb, start_cli
+from benchmarks.core import benchmark, peak_rss_mb, start_cli, wait_for_summaries
 
 
 def _interleaved_messages(calls: list[dict[str, Any]], chunk_ms: int, tag: str) -> tuple:
@@ -93,7 +93,6 @@ def _end_to_end(calls: list, repeats: int) -> list[dict[str, float]]:
 
 
 def _one_e2e(calls: list, bootstrap: str, engine: Any, tag: str) -> dict[str, float]:
-    import sqlalchemy as sa
     from callsense.ingest.producer import CallMeta, ingest_files
 
     from callsense.settings import Settings
@@ -104,16 +103,8 @@ def _one_e2e(calls: list, bootstrap: str, engine: Any, tag: str) -> dict[str, fl
     t0 = time.perf_counter()
     results = asyncio.run(ingest_files([c["path"] for c in calls], settings, metas, None, False))
     sent = time.perf_counter() - t0
-    query = sa.text("SELECT count(*) FROM call_summaries WHERE call_id IN :ids").bindparams(
-        sa.bindparam("ids", expanding=True)
-    )
-    while True:
-        with engine.connect() as conn:
-            if conn.execute(query, {"ids": ids}).scalar() == len(ids):
-                break
-        if time.perf_counter() - t0 > 600:
-            raise RuntimeError("calls did not finish within 600 s")
-        time.sleep(0.1)
+    if not wait_for_summaries(engine, ids, 600 - (time.perf_counter() - t0)):
+        raise RuntimeError("calls did not finish within 600 s")
     wall = time.perf_counter() - t0
     return {"wall_s": wall, "ingest_s": sent, "audio_s": sum(r.seconds for r in results)}
 

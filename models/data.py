@@ -339,11 +339,11 @@ def speaker_folds(
         groups = [sorted(sum((p[i] for p in parts), []), key=_natural_key) for i in range(k)]
     else:
         groups = cut(spk)
+    excluded = set(no_val)
     folds = []
     for i, test in enumerate(groups):
         rest = [s for s in spk if s not in test]
         rng = random.Random(seed * 1000 + i)
-        excluded = set(no_val)
         val = _pick_val([s for s in rest if s not in excluded], n_val, rng)
         train = [s for s in rest if s not in val]
         if not train:

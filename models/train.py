@@ -438,22 +438,20 @@ def cross_validate_linear(
     all_probs: dict[str, list[np.ndarray]] = {v: [] for v in test_variants}
     all_y, heads, temps = [], [], []
     test_rows: list[np.ndarray] = []
+
+    def fit_rows(rows: np.ndarray, warm_from: StatsLinearHead | None = None) -> StatsLinearHead:
+        """A head on ``rows`` (every training variant stacked, balanced as asked)."""
+        x = np.concatenate([pooled[v][rows] for v in train_variants])
+        y = np.concatenate([fs.y[rows]] * nv)
+        w = _tile(row_weights(fs, rows, balance, len(labels)), nv)
+        return fit_linear(x, y, len(labels), n_layers, c, warm_from=warm_from, sample_weight=w)
+
     for fold in tqdm(folds, desc="folds", unit="fold"):
         tr, va, te = fold_indices(fs, fold)
         t0 = time.time()
-        xtr = np.concatenate([pooled[v][tr] for v in train_variants])
-        ytr = np.concatenate([fs.y[tr]] * len(train_variants))
-        w = row_weights(fs, tr, balance, len(labels))
-        head = fit_linear(xtr, ytr, len(labels), n_layers, c, sample_weight=_tile(w, nv))
+        head = fit_rows(tr)
         logits = {v: _linear_logits(head, pooled[v]) for v in pooled}
         if calibration == "corpora":
-
-            def fit_rows(rows: np.ndarray) -> StatsLinearHead:
-                x = np.concatenate([pooled[v][rows] for v in train_variants])
-                y = np.concatenate([fs.y[rows]] * nv)
-                wr = _tile(row_weights(fs, rows, balance, len(labels)), nv)
-                return fit_linear(x, y, len(labels), n_layers, c, sample_weight=wr)
-
             temp, inner = nested_corpus_temperature(
                 fs, tr, fit_rows, lambda h, rows: _linear_logits(h, pooled["clean"][rows])
             )
@@ -462,11 +460,7 @@ def cross_validate_linear(
             temp = fit_temperature(logits["clean"][va], fs.y[va])
             val_ua = unweighted_accuracy(fs.y[va], logits["clean"][va].argmax(1), len(labels))
         if refit_train_val and len(va):
-            trva = np.concatenate([tr, va])
-            x2 = np.concatenate([pooled[v][trva] for v in train_variants])
-            y2 = np.concatenate([fs.y[trva]] * len(train_variants))
-            w2 = _tile(row_weights(fs, trva, balance, len(labels)), nv)
-            head = fit_linear(x2, y2, len(labels), n_layers, c, warm_from=head, sample_weight=w2)
+            head = fit_rows(np.concatenate([tr, va]), warm_from=head)
             logits = {v: _linear_logits(head, pooled[v]) for v in pooled}
         entry = {**_fold_entry(fold, tr), "val_ua": val_ua}
         test_logits = {v: logits[v][te] for v in test_variants}

@@ -524,7 +524,7 @@ class SpeakerPipeline:
         ):  # fmt: skip
             windows += self._feed(silence)
         windows += self._feed(pcm)
-        return windows if self.infers_emotion else []
+        return windows
 
     def flush(self) -> list[Window]:
         """End of stream: drain every stage and emit a last window for uncovered speech."""
@@ -537,7 +537,7 @@ class SpeakerPipeline:
         windows += self._speech_in(self._vad.push(x) + self._vad.flush())
         windows += self._tail()
         self.flushed = True
-        return windows if self.infers_emotion else []
+        return windows
 
     def to_state(self) -> dict[str, Any]:
         """JSON-safe snapshot (audio as base64 PCM16); ``from_state`` continues identically."""
