@@ -108,7 +108,7 @@ def cap_fetch_wait(ms: int) -> None:
 def create_app(settings: Settings, classifier: Any | None = None) -> Any:
     """Build the Faust app with every topic, table and agent of callsense."""
     import faust
-    from callsense.processors.callstate import CallProcessor, Incoming
+    from callsense.processors.callstate import CallProcessor, Incoming, encode_state, state_head
     from callsense.processors.inference import BatchClassifier
 
     from callsense.storage.writer import Writer
@@ -152,9 +152,10 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
         default=None,
         partitions=n,
         key_type=bytes,  # raw call id bytes, hashed like the audio topic's keys
+        value_type=bytes,  # callstate.encode_state, done in the inference executor
         use_partitioner=True,
         extra_topic_configs={"retention.ms": str(settings.state_retention_ms)},
-        help="Per-call pipeline state (see callstate.CallContext.to_state).",
+        help="Per-call pipeline state (callstate.encode_state).",
     )
 
     tracked: set[str] = set()
@@ -215,7 +216,7 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
     app.callsense = {"classifier": classifier, "processor": processor, "writer": writer}
 
     held: list[Any] = []  # audio events processed but not yet covered by a checkpoint
-    dirty: dict[str, dict[str, Any]] = {}  # call id -> newest state not yet checkpointed
+    dirty: dict[str, Any] = {}  # call id -> its live context, changed since the last checkpoint
     partition_of: dict[str, int] = {}  # call id -> its partition (= its changelog partition)
     ckpt_lock = asyncio.Lock()
     batch_lock = asyncio.Lock()  # one state-machine step at a time (agent batches, timer)
@@ -233,13 +234,17 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
             await asyncio.gather(*futs)
 
     async def checkpoint() -> None:
-        """Write dirty call states, wait for the broker's acks, then release held offsets."""
+        """Write dirty call states, wait for the broker's acks, then release held offsets.
+        The caller holds ``batch_lock``: the states encoded are exactly those ``held`` covers."""
         async with ckpt_lock:
             await producer_knows(call_state.changelog_topic.get_topic_name())
             last_ckpt[0] = time.monotonic()
-            states, events = dict(dirty), list(held)
+            contexts, events = dict(dirty), list(held)
             dirty.clear()
             held.clear()
+            states = await classifier.run(
+                lambda: {cid: encode_state(ctx) for cid, ctx in contexts.items()}
+            )
             futs = []
             for cid, state in states.items():
                 key = cid.encode()
@@ -309,7 +314,7 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
         out = {}
         for key, state in list(call_state.data.items()):
             cid = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
-            if isinstance(state, dict) and not state.get("ended") and cid not in processor.live:
+            if cid not in processor.live and state and not state_head(state)["ended"]:
                 out[cid] = dirty.get(cid) or state
         return out
 
@@ -399,10 +404,10 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
                 await _step([], _unseen_live_states())
         except Exception:
             _fatal("idle step failed")
-        if (dirty or held) and time.monotonic() - last_ckpt[
-            0
-        ] >= settings.state_checkpoint_ms / 1e3:
-            await checkpoint()
+        due = last_ckpt[0] + settings.state_checkpoint_ms / 1e3
+        if (dirty or held) and time.monotonic() >= due:
+            async with batch_lock:
+                await checkpoint()
 
     # ---- agent 2: windows → database → summaries ----------------------------------------
     @app.agent(windows_topic, name="persist_windows")

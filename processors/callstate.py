@@ -14,9 +14,11 @@ which the database then ignores (unique call, speaker, start_ms).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -152,7 +154,8 @@ class Incoming:
 class BatchResult:
     outputs: list[dict[str, Any]] = field(default_factory=list)  # -> callsense.windows
     deadletters: list[dict[str, Any]] = field(default_factory=list)  # -> callsense.deadletter
-    states: dict[str, dict[str, Any]] = field(default_factory=dict)  # call_id -> new state
+    # call_id -> the call's live context; serialised (encode_state) only when checkpointed
+    states: dict[str, CallContext] = field(default_factory=dict)
     stats: Counter = field(default_factory=Counter)
 
 
@@ -169,6 +172,8 @@ class CallContext:
         # reorder buffer: seq -> raw chunk JSON (None = dead-lettered), and a call_end that
         # arrived before all of its chunks (brokers may redeliver out of order after recovery)
         self.waiting: dict[str, str | None] = {}
+        # the same chunks decoded, kept in memory only (a restored call decodes them again)
+        self.decoded: dict[str, tuple[AudioChunk, Any]] = {}
         self.end_event: dict[str, Any] | None = None
         self.end_waiting_since: float | None = None
         self.pipelines: dict[str, Any] = {}
@@ -202,6 +207,46 @@ class CallContext:
             if self.diar is not None:
                 d["diar"] = self.diar.to_state()
         return d
+
+
+#: stored call state as the agent hands it over: the live context (not yet checkpointed), a
+#: checkpoint as the changelog holds it (:func:`encode_state`), its decoded dict, or None
+Stored = Any
+
+#: a checkpoint: this tag, one JSON line with the call id and how far the state got, then the
+#: state as JSON; the line lets a reader compare a cached call without parsing the state
+STATE_TAG = b"CS2\n"
+
+
+def _compact(d: Mapping[str, Any]) -> bytes:
+    return json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
+
+
+def encode_state(ctx: CallContext) -> bytes:
+    """A call's checkpoint as the ``call-state`` changelog holds it."""
+    head = {"call_id": ctx.start.call_id, "next_seq": ctx.next_seq, "ended": ctx.ended}
+    return STATE_TAG + _compact(head) + b"\n" + _compact(ctx.to_state())
+
+
+def state_head(stored: Stored) -> dict[str, Any]:
+    """``next_seq`` and ``ended`` of a stored state, without decoding the whole state."""
+    if isinstance(stored, CallContext):
+        return {"next_seq": stored.next_seq, "ended": stored.ended}
+    if isinstance(stored, bytes | bytearray) and stored.startswith(STATE_TAG):
+        end = stored.index(b"\n", len(STATE_TAG))
+        return json.loads(stored[len(STATE_TAG) : end])
+    d = decode_state(stored)
+    return {"next_seq": d.get("next_seq"), "ended": bool(d.get("ended"))}
+
+
+def decode_state(stored: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
+    """The state dict of a checkpoint (also of one written as plain JSON, before the tag)."""
+    if isinstance(stored, Mapping):
+        return dict(stored)
+    if isinstance(stored, bytes | bytearray) and stored.startswith(STATE_TAG):
+        end = stored.index(b"\n", len(STATE_TAG))
+        return json.loads(stored[end + 1 :])
+    return json.loads(stored)
 
 
 class CallProcessor:
@@ -248,19 +293,20 @@ class CallProcessor:
         return self._diar_models
 
     # ---------------------------------------------------------------- state <-> live objects
-    def _context(self, call_id: str, state: dict[str, Any] | None) -> CallContext | None:
-        """The live context of a call, rebuilt from ``state`` unless the cache matches it."""
-        if state is None:
+    def _context(self, call_id: str, stored: Stored) -> CallContext | None:
+        """The live context of a call: ``stored`` itself when it is one; else the cached
+        context when it got exactly as far as the checkpoint ``stored``; else rebuilt from it."""
+        if stored is None:
             self.live.pop(call_id, None)
             return None
+        if isinstance(stored, CallContext):
+            self.live[call_id] = stored
+            return stored
+        head = state_head(stored)
         ctx = self.live.get(call_id)
-        if (
-            ctx is not None
-            and ctx.next_seq == state.get("next_seq")
-            and ctx.ended == bool(state.get("ended"))
-        ):
+        if ctx is not None and (ctx.next_seq, ctx.ended) == (head["next_seq"], head["ended"]):
             return ctx
-        ctx = self._from_state(state)
+        ctx = self._from_state(decode_state(stored))
         self.live[call_id] = ctx
         return ctx
 
@@ -318,9 +364,7 @@ class CallProcessor:
         return ctx
 
     # ---------------------------------------------------------------- the state machine
-    def process(
-        self, batch: list[Incoming], states: dict[str, dict[str, Any] | None]
-    ) -> BatchResult:
+    def process(self, batch: list[Incoming], states: Mapping[str, Stored]) -> BatchResult:
         """Apply a micro-batch. ``states`` maps call id -> stored state (None = unknown).
 
         Synchronous and CPU-bound: the agent runs it in the inference executor.
@@ -361,9 +405,9 @@ class CallProcessor:
                 )
             )
 
-        for cid, state in states.items():  # adopt live calls (e.g. after a restart) for the
-            if state and not state.get("ended") and cid not in self.live:  # idle check below
-                self._context(cid, state)
+        for cid, stored in states.items():  # adopt live calls (e.g. after a restart) for the
+            if cid not in self.live and stored is not None and not state_head(stored)["ended"]:
+                self._context(cid, stored)  # idle check below
 
         for msg in batch:
             if msg.key is None:  # partitioning by call id is what keeps a call's chunks in order
@@ -400,11 +444,13 @@ class CallProcessor:
                         ts = ev.ts or time.time()  # a chunk without ts: arrival time
                         ctx.last_audio_ts = max(ctx.last_audio_ts, ts)
                         self.watermark_ts = max(self.watermark_ts, ts)
-                        reason = self._check(ctx, ev)
+                        reason, audio = self._check(ctx, ev)
                         if reason:
                             dead(msg, reason, cid)
                         raw = msg.value.decode() if isinstance(msg.value, bytes) else msg.value
                         ctx.waiting[str(ev.seq)] = None if reason else raw
+                        if audio is not None:
+                            ctx.decoded[str(ev.seq)] = (ev, audio)
                         if ev.seq > ctx.next_seq:
                             res.stats["reordered"] += 1
                         self._drain(ctx, pending, after, res, force=False)
@@ -455,7 +501,7 @@ class CallProcessor:
                 res.outputs.append(window_event(r.to_row(cid)))
                 res.stats["windows"] += 1
             res.outputs.extend(after.get(cid, []))
-            res.states[cid] = ctx.to_state()
+            res.states[cid] = ctx
             if ctx.ended:
                 ctx.pipelines.clear()
                 ctx.smoothers.clear()
@@ -471,23 +517,22 @@ class CallProcessor:
         return now - self.last_input_at > timeout and now - ctx.last_audio_ts > timeout
 
     # ---------------------------------------------------------------- chunk helpers
-    def _check(self, ctx: CallContext, ev: AudioChunk) -> str | None:
-        """Why this chunk cannot be used (None if it can)."""
+    def _check(self, ctx: CallContext, ev: AudioChunk) -> tuple[str | None, Any]:
+        """Why this chunk cannot be used (None if it can), and its decoded samples."""
         if ev.sample_rate != ctx.start.sample_rate:
             return (
                 f"sample rate changed mid-call: chunk seq {ev.seq} is {ev.sample_rate} Hz, "
                 f"call started at {ctx.start.sample_rate} Hz"
-            )
+            ), None
         if ev.channels != ctx.start.channels:
             return (
                 f"channel count changed mid-call: chunk seq {ev.seq} has {ev.channels}, "
                 f"call started with {ctx.start.channels}"
-            )
+            ), None
         try:
-            ev.samples()
+            return None, ev.samples()
         except BadEvent as exc:
-            return exc.reason
-        return None
+            return exc.reason, None
 
     def _drain(
         self,
@@ -507,8 +552,12 @@ class CallProcessor:
             key = str(ctx.next_seq)
             if key in ctx.waiting:
                 raw = ctx.waiting.pop(key)
+                decoded = ctx.decoded.pop(key, None)
                 if raw is not None:
-                    self._push(ctx, parse_audio_event(raw), windows)  # type: ignore[arg-type]
+                    if decoded is None:  # held in a restored state: decode it again
+                        ev = parse_audio_event(raw)
+                        decoded = (ev, ev.samples())  # type: ignore[union-attr]
+                    self._push(ctx, *decoded, windows)
                     res.stats["chunks"] += 1
                 ctx.next_seq += 1
                 continue
@@ -530,8 +579,7 @@ class CallProcessor:
                 self._finish(ctx, windows, after, res)
             return
 
-    def _push(self, ctx: CallContext, ev: AudioChunk, windows: list[Any]) -> None:
-        audio = ev.samples()
+    def _push(self, ctx: CallContext, ev: AudioChunk, audio: Any, windows: list[Any]) -> None:
         if ctx.diar is not None:
             self._route(ctx, ctx.diar.push(audio[0], ev.start_sample), windows)
         else:
@@ -570,6 +618,7 @@ class CallProcessor:
         ts = float((ctx.end_event or {}).get("ts", 0.0))
         ctx.ended, ctx.ended_ts = True, ts
         ctx.waiting.clear()
+        ctx.decoded.clear()
         status = str((ctx.end_event or {}).get("status", "ended"))
         after.setdefault(cid, []).append(
             call_ended_event(cid, duration, talk, ts, speakers=ctx.speakers, status=status)
