@@ -17,6 +17,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def _proc_sample(pid: int) -> tuple[float, float]:
 def _twilio_media(seconds: float) -> list[tuple[float, list[str]]]:
     """(time, the two track messages) every 20 ms: a tone on each track (shared by all
     sockets; only the start message names the call)."""
-    from callsense.ingest.g711 import mulaw_encode
+    from callsense.models.g711 import mulaw_encode
 
     t = np.arange(int(seconds * RATE)) / RATE
     tracks = {"outbound": 0.2 * np.sin(2 * np.pi * 220 * t),
@@ -124,7 +125,12 @@ async def _measured(
 def _arrived(bootstrap: str, ids: set[str]) -> dict[str, dict[str, Any]]:
     """Per call on the audio topic: chunks, samples, contiguous sequence, call_end totals."""
     from aiokafka import AIOKafkaConsumer
-    from callsense.processors.events import AUDIO_TOPIC
+    from callsense.processors.events import (
+        AUDIO_TOPIC,
+        AudioChunk,
+        CallEnd,
+        parse_audio_event,
+    )
 
     async def read() -> dict[str, dict[str, Any]]:
         c = AIOKafkaConsumer(AUDIO_TOPIC, bootstrap_servers=bootstrap,
@@ -140,18 +146,17 @@ def _arrived(bootstrap: str, ids: set[str]) -> dict[str, dict[str, Any]]:
                 batch = await c.getmany(timeout_ms=1000, max_records=5000)
                 for records in batch.values():
                     for r in records:
-                        e = json.loads(r.value)
-                        cid = e.get("call_id")
-                        if cid not in ids:
+                        e = parse_audio_event(r.value)
+                        if e.call_id not in ids:
                             continue
-                        d = out.setdefault(cid, {"chunks": 0, "samples": 0, "seqs": [],
-                                                 "end": None})  # fmt: skip
-                        if e["kind"] == "chunk":
+                        d = out.setdefault(e.call_id, {"chunks": 0, "samples": 0, "seqs": [],
+                                                       "end": None})  # fmt: skip
+                        if isinstance(e, AudioChunk):
                             d["chunks"] += 1
-                            d["seqs"].append(e["seq"])
-                            d["samples"] += len(base64.b64decode(e["pcm"])) // (2 * e["channels"])
-                        elif e["kind"] == "call_end":
-                            d["end"] = e
+                            d["seqs"].append(e.seq)
+                            d["samples"] += e.n_samples
+                        elif isinstance(e, CallEnd):
+                            d["end"] = asdict(e)
         finally:
             await c.stop()
         return out

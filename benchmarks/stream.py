@@ -36,10 +36,10 @@ def _interleaved_messages(calls: list[dict[str, Any]], chunk_ms: int, tag: str) 
         audio, sr = load_call_audio(c["path"])
         seconds += audio.shape[1] / sr
         cid = f"{c['call_id']}-{tag}"
-        msgs = [CallStart(cid, sr, audio.shape[0], int(c.get("agent_channel", 0))).to_json()]
-        msgs += [AudioChunk.from_array(cid, s, st, sr, x).to_json()
+        msgs = [CallStart(cid, sr, audio.shape[0], int(c.get("agent_channel", 0))).encode()]
+        msgs += [AudioChunk.from_array(cid, s, st, sr, x).encode()
                  for s, st, x in chunk_audio(audio, sr, chunk_ms)]  # fmt: skip
-        msgs.append(CallEnd(cid, len(msgs) - 2, audio.shape[1]).to_json())
+        msgs.append(CallEnd(cid, len(msgs) - 2, audio.shape[1]).encode())
         per_call.append([Incoming(m, cid.encode()) for m in msgs])
     out = []
     for i in range(max(len(m) for m in per_call)):  # round-robin = calls in flight together

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from callsense.ingest.g711 import mulaw_decode
+from callsense.models.g711 import mulaw_decode
 
 VERSION = "2"
 RATE = 8000

@@ -46,7 +46,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 from callsense.ingest import audiohook
-from callsense.ingest.g711 import mulaw_decode
+from callsense.models.g711 import mulaw_decode
 from callsense.processors.events import (
     AUDIO_TOPIC,
     DEADLETTER_TOPIC,
@@ -91,6 +91,7 @@ class CallPublisher:
     producer: Any
     start: CallStart
     chunk_ms: int = 250
+    codec: str = "pcm16"  # on the wire: mu-law for audio that arrived as mu-law (lossless)
     seq: int = 0
     sent_samples: int = 0
     buffer: np.ndarray = field(default_factory=lambda: np.zeros((1, 0), np.int16))
@@ -105,7 +106,7 @@ class CallPublisher:
 
     async def begin(self) -> None:
         self.buffer = np.zeros((self.start.channels, 0), np.int16)
-        await self._send(self.start.to_json())
+        await self._send(self.start.encode())
 
     async def push(self, pcm: np.ndarray) -> None:
         """(channels, n) int16 in call order; full chunks go out at once."""
@@ -122,15 +123,15 @@ class CallPublisher:
             await self._chunk(self.buffer)
             self.buffer = self.buffer[:, :0]
         end = CallEnd(self.start.call_id, self.seq - 1, self.sent_samples)
-        await self._send(end.to_json())
+        await self._send(end.encode())
         self.ended = True
 
     async def _chunk(self, pcm: np.ndarray) -> None:
         ev = AudioChunk.from_array(
-            self.start.call_id, self.seq, self.sent_samples, self.start.sample_rate,
-            pcm.astype(np.float32) / 32768.0,
+            self.start.call_id, self.seq, self.sent_samples, self.start.sample_rate, pcm,
+            codec=self.codec,
         )  # fmt: skip
-        await self._send(ev.to_json())
+        await self._send(ev.encode())
         self.seq += 1
         self.sent_samples += pcm.shape[1]
 
@@ -342,7 +343,7 @@ class Gateway:
             if c.ended or (c.dropped_at is not None and now - c.dropped_at > self.resume_s):
                 del self.calls[cid]
 
-    async def _open(self, ws: Any, start: CallStart) -> CallPublisher:
+    async def _open(self, ws: Any, start: CallStart, codec: str) -> CallPublisher:
         """A new call, or the resumption of one whose socket dropped (waiting a little for the
         old session to notice the drop)."""
         known = self.calls.get(start.call_id)
@@ -358,7 +359,7 @@ class Gateway:
             known.dropped_at = None
             log.info("gateway: call %s resumed at chunk %d", start.call_id, known.seq)
             return known
-        call = CallPublisher(self.producer, start, chunk_ms=self.settings.chunk_ms)
+        call = CallPublisher(self.producer, start, chunk_ms=self.settings.chunk_ms, codec=codec)
         await call.lock.acquire()
         self.calls[start.call_id] = call
         self._sessions[id(ws)] = call
@@ -387,7 +388,7 @@ class Gateway:
             if event == "start":
                 if call is not None:
                     raise ProtocolError("a second start on one stream")
-                call = await self._open(ws, _twilio_start(msg))
+                call = await self._open(ws, _twilio_start(msg), "mulaw")
             elif event == "media":
                 if call is None:
                     raise ProtocolError("media before start")
@@ -432,7 +433,8 @@ class Gateway:
                 else:
                     replies, pcm = proto.on_text(_json(frame))
                     if proto.opened is not None and call is None and not proto.opened.probe:
-                        call = await self._open(ws, _audiohook_start(proto.opened))
+                        codec = "mulaw" if proto.opened.fmt == "PCMU" else "pcm16"
+                        call = await self._open(ws, _audiohook_start(proto.opened), codec)
                     for r in replies:
                         await ws.send(json.dumps(r))
                 if call is not None and pcm is not None and pcm.shape[1]:
@@ -490,7 +492,7 @@ class Gateway:
                 bound = self._ticket_call(ws)
                 if bound is not None and start.call_id != bound:
                     raise ProtocolError("the ticket is for another call id")
-                call = await self._open(ws, start)
+                call = await self._open(ws, start, encoding)
             elif kind == "stop":
                 if call is not None:
                     await call.end()

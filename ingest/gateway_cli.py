@@ -40,7 +40,7 @@ def twilio_frames(
 ) -> list[tuple[float, str]]:
     """(send time in s, text frame) of a Twilio Media Stream of ``audio`` ((C, T) float):
     the agent channel as the outbound track, the other (or the only one) as inbound."""
-    from callsense.ingest.g711 import mulaw_encode
+    from callsense.models.g711 import mulaw_encode
 
     rate = 8000
     names = {"agent": "outbound", "customer": "inbound"}
@@ -122,7 +122,7 @@ async def audiohook_client(
     the channels the server chose, a ``ping`` every 5 s of audio, then ``close``; waits for
     ``closed``. Returns what the server said (message types, its disconnect reason if any)."""
     from callsense.ingest.audiohook import VERSION, duration
-    from callsense.ingest.g711 import mulaw_encode
+    from callsense.models.g711 import mulaw_encode
     from websockets.asyncio.client import connect
 
     rate = 8000

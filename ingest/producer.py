@@ -134,7 +134,7 @@ async def stream_call(
                 if delay > 0:
                     await asyncio.sleep(delay)
             ev.ts = time.time()
-            pending.append(await producer.send(AUDIO_TOPIC, ev.to_json(), key=key))
+            pending.append(await producer.send(AUDIO_TOPIC, ev.encode(), key=key))
             chunks += 1
             if progress is not None:
                 progress.update((end_sample - ev.start_sample) / sr)
@@ -145,7 +145,7 @@ async def stream_call(
         await asyncio.gather(*pending)  # the call end follows every chunk
         pending.clear()
         ev.ts = time.time()
-        await (await producer.send(AUDIO_TOPIC, ev.to_json(), key=key))
+        await (await producer.send(AUDIO_TOPIC, ev.encode(), key=key))
     return IngestResult(
         meta.call_id,
         source or "",

@@ -14,6 +14,7 @@ which the database then ignores (unique call, speaker, start_ms).
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -42,10 +43,9 @@ log = logging.getLogger(__name__)
 STAGE = "processor"
 #: chunks held while waiting for a missing seq before it is given up (16 s at 250 ms)
 MAX_REORDER = 64
-#: bytes of raw chunks held while waiting. The buffer is part of the call's checkpoint, which
-#: must stay below the producer's 1 MB message limit together with the pipelines (~0.2 MB per
-#: speaker): a 250 ms 16 kHz stereo chunk is ~21.5 kB, so 64 of them would be 1.4 MB, and a
-#: restarted worker once crashed on a 1.26 MB checkpoint (and would crash again on replay).
+#: what the chunks held while waiting may weigh in the call's checkpoint (base64), which must
+#: stay below the producer's 1 MB message limit together with the pipelines (~0.2 MB per
+#: speaker): a 250 ms 16 kHz stereo chunk weighs ~21.5 kB there, so 64 would be 1.4 MB.
 #: A diarized mono call also carries the diarizer's state (~0.45 MB, mostly its last 10 s of
 #: audio): its reorder buffer gets what is left (:func:`checkpoint_budget`).
 MAX_REORDER_BYTES = 480_000
@@ -171,7 +171,7 @@ class CallContext:
         self.ended_ts: float | None = None
         # reorder buffer: seq -> raw chunk JSON (None = dead-lettered), and a call_end that
         # arrived before all of its chunks (brokers may redeliver out of order after recovery)
-        self.waiting: dict[str, str | None] = {}
+        self.waiting: dict[str, bytes | None] = {}
         # the same chunks decoded, kept in memory only (a restored call decodes them again)
         self.decoded: dict[str, tuple[AudioChunk, Any]] = {}
         self.end_event: dict[str, Any] | None = None
@@ -194,7 +194,7 @@ class CallContext:
             "last_audio_ts": self.last_audio_ts,
         }
         if not self.ended:
-            d["waiting"] = dict(self.waiting)
+            d["waiting"] = {k: _b64(v) for k, v in self.waiting.items()}
             d["end_event"] = self.end_event
             d["end_waiting_since"] = (
                 self.end_waiting_since
@@ -216,6 +216,23 @@ Stored = Any
 #: a checkpoint: this tag, one JSON line with the call id and how far the state got, then the
 #: state as JSON; the line lets a reader compare a cached call without parsing the state
 STATE_TAG = b"CS2\n"
+
+
+def _b64(raw: bytes | None) -> str | None:
+    return None if raw is None else base64.b64encode(raw).decode("ascii")
+
+
+def _unb64(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    if text.startswith("{"):  # a JSON chunk held by a state written before chunks were binary
+        return text.encode()
+    return base64.b64decode(text)
+
+
+def _b64_len(raw: bytes) -> int:
+    """What ``raw`` weighs in a checkpoint."""
+    return 4 * -(-len(raw) // 3)
 
 
 def _compact(d: Mapping[str, Any]) -> bytes:
@@ -318,7 +335,7 @@ class CallProcessor:
         ctx.next_seq = int(state["next_seq"])
         ctx.total_samples = int(state.get("total_samples", 0))
         ctx.ended = bool(state.get("ended"))
-        ctx.waiting = dict(state.get("waiting") or {})
+        ctx.waiting = {k: _unb64(v) for k, v in (state.get("waiting") or {}).items()}
         ctx.end_event = state.get("end_event")
         ctx.end_waiting_since = state.get("end_waiting_since")
         ctx.last_audio_ts = float(state.get("last_audio_ts") or start.ts)
@@ -447,8 +464,8 @@ class CallProcessor:
                         reason, audio = self._check(ctx, ev)
                         if reason:
                             dead(msg, reason, cid)
-                        raw = msg.value.decode() if isinstance(msg.value, bytes) else msg.value
-                        ctx.waiting[str(ev.seq)] = None if reason else raw
+                        raw = msg.value.encode() if isinstance(msg.value, str) else msg.value
+                        ctx.waiting[str(ev.seq)] = None if reason else bytes(raw or b"")
                         if audio is not None:
                             ctx.decoded[str(ev.seq)] = (ev, audio)
                         if ev.seq > ctx.next_seq:
@@ -567,7 +584,7 @@ class CallProcessor:
                 # last_seq < 0: the producer did not say how many chunks there were
                 self._finish(ctx, windows, after, res)
                 return
-            held = sum(len(raw) for raw in ctx.waiting.values() if raw)
+            held = sum(_b64_len(raw) for raw in ctx.waiting.values() if raw)
             too_many = len(ctx.waiting) > MAX_REORDER or held > self.reorder_bytes(ctx)
             if ctx.waiting and (force or too_many):
                 nxt = min(int(k) for k in ctx.waiting)

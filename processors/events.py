@@ -2,14 +2,18 @@
 
 All topics are keyed by call id (UTF-8), so every event of one call lands in one partition and is
 read in order, and the per-call state lives with the partition that owns the call. Values are
-JSON objects with a ``kind`` field. Plain dataclasses (no Faust import) so ingest, tests and
-other tools can produce and parse events with nothing but a Kafka client.
+JSON objects with a ``kind`` field, except audio chunks (binary, see below). Plain dataclasses
+(no Faust import) so ingest, tests and other tools can produce and parse events with nothing but
+a Kafka client.
 
 Topics (created by :func:`ensure_topics` with ``settings.topic_partitions`` partitions):
 
 ``callsense.audio``      ingest -> processor: ``call_start``, ``chunk``, ``call_end``. Control
                          events travel with the audio so that the partition orders them: a
-                         chunk can never overtake its call's start or end.
+                         chunk can never overtake its call's start or end. Chunks are binary
+                         (:meth:`AudioChunk.encode`: a short JSON header and the samples as
+                         PCM16 or, for telephone audio, G.711 mu-law bytes); a JSON chunk with
+                         base64 ``pcm`` is accepted too, for producers that can only send text.
 ``callsense.windows``    processor -> persistence, alerts: ``call_started``, ``window``,
                          ``call_ended`` (in call order; consumers that only want windows keep
                          ``kind == "window"``).
@@ -83,38 +87,93 @@ class CallStart:
     ts: float = field(default_factory=now)
     kind: str = "call_start"
 
-    def to_json(self) -> bytes:
+    def encode(self) -> bytes:
         return _dumps(asdict(self))
+
+
+#: a binary chunk: this tag, the header's length (uint16, big endian), the header (JSON: every
+#: field but the samples), then the samples, interleaved when stereo
+CHUNK_TAG = b"CSA1"
+#: sample codecs of a chunk: little-endian int16, or G.711 mu-law (one byte per sample)
+CODECS = {"pcm16": 2, "mulaw": 1}
 
 
 @dataclass
 class AudioChunk:
-    """``pcm``: base64 of little-endian int16 samples, interleaved when stereo."""
+    """``data``: the samples in ``codec``, interleaved when stereo."""
 
     call_id: str
     seq: int
     start_sample: int
     sample_rate: int
     channels: int
-    pcm: str
+    data: bytes
+    codec: str = "pcm16"
     ts: float = field(default_factory=now)
     kind: str = "chunk"
 
     @classmethod
     def from_array(
-        cls, call_id: str, seq: int, start_sample: int, sample_rate: int, chunk: np.ndarray
+        cls,
+        call_id: str,
+        seq: int,
+        start_sample: int,
+        sample_rate: int,
+        chunk: np.ndarray,
+        codec: str = "pcm16",
     ) -> AudioChunk:
-        """``chunk``: (channels, samples) float in [-1, 1]."""
+        """``chunk``: (channels, samples) float in [-1, 1], or int16. mu-law is lossy except
+        for samples that came from mu-law (telephone audio): only those should use it."""
+        from callsense.processors.stages import to_pcm16
+
         chunk = np.atleast_2d(chunk)
-        pcm = encode_pcm16(chunk)
-        return cls(call_id, int(seq), int(start_sample), int(sample_rate), chunk.shape[0], pcm)
+        pcm = chunk if chunk.dtype == np.int16 else to_pcm16(np.asarray(chunk, np.float32))
+        frames = np.ascontiguousarray(pcm.T)  # interleaved
+        if codec == "mulaw":
+            from callsense.models.g711 import mulaw_encode
+
+            data = mulaw_encode(frames.ravel())
+        elif codec == "pcm16":
+            data = frames.astype("<i2").tobytes()
+        else:
+            raise ValueError(f"unknown codec {codec!r}")
+        return cls(
+            call_id, int(seq), int(start_sample), int(sample_rate), chunk.shape[0], data, codec
+        )
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.data) // (CODECS[self.codec] * self.channels)
 
     def samples(self) -> np.ndarray:
-        """Decode to (channels, samples) float32; :class:`BadEvent` if corrupt."""
-        return decode_pcm16(self.pcm, self.channels, self.call_id)
+        """Decode to (channels, samples) float32."""
+        from callsense.processors.stages import from_pcm16
+
+        if self.codec == "mulaw":
+            from callsense.models.g711 import mulaw_decode
+
+            ints = mulaw_decode(self.data)
+        else:
+            ints = np.frombuffer(self.data, dtype="<i2")
+        return np.ascontiguousarray(from_pcm16(ints.reshape(-1, self.channels).T))
+
+    def encode(self) -> bytes:
+        """The binary message value (see :data:`CHUNK_TAG`)."""
+        head = {k: v for k, v in asdict(self).items() if k != "data"}
+        raw = _dumps(head)
+        return CHUNK_TAG + len(raw).to_bytes(2, "big") + raw + self.data
 
     def to_json(self) -> bytes:
-        return _dumps(asdict(self))
+        """The same chunk as text (base64 PCM16), as a producer without binary values sends."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("data", "codec")}
+        if self.codec == "mulaw":
+            from callsense.models.g711 import mulaw_decode
+
+            pcm = mulaw_decode(self.data).astype("<i2").tobytes()
+        else:
+            pcm = self.data
+        d["pcm"] = base64.b64encode(pcm).decode("ascii")
+        return _dumps(d)
 
 
 @dataclass
@@ -125,41 +184,31 @@ class CallEnd:
     ts: float = field(default_factory=now)
     kind: str = "call_end"
 
-    def to_json(self) -> bytes:
+    def encode(self) -> bytes:
         return _dumps(asdict(self))
 
 
 AudioEvent = CallStart | AudioChunk | CallEnd
 
 
-def encode_pcm16(chunk: np.ndarray) -> str:
-    """(C, T) float -> base64 of interleaved little-endian int16 (``stages.to_pcm16``: the one
-    float/PCM16 convention, so the Kafka path is bit-identical to offline analysis)."""
-    from callsense.processors.stages import to_pcm16
-
-    pcm = to_pcm16(np.asarray(chunk, dtype=np.float32)).T.astype("<i2")
-    return base64.b64encode(np.ascontiguousarray(pcm).tobytes()).decode("ascii")
-
-
-def decode_pcm16(pcm: str, channels: int, call_id: str | None = None) -> np.ndarray:
-    """base64 interleaved int16 -> (C, T) float32; raises :class:`BadEvent` when corrupt."""
+def decode_b64_pcm16(pcm: str, call_id: str | None = None) -> bytes:
+    """A JSON chunk's base64 ``pcm`` -> raw PCM16 bytes; :class:`BadEvent` when corrupt."""
     try:
-        raw = base64.b64decode(pcm, validate=True)
+        return base64.b64decode(pcm, validate=True)
     except (binascii.Error, ValueError, TypeError) as exc:
         raise BadEvent(f"corrupt chunk: pcm is not valid base64 ({exc})", call_id) from exc
-    frame = 2 * channels
-    if not raw:
-        raise BadEvent("corrupt chunk: empty pcm payload", call_id)
-    if len(raw) % frame:
+
+
+def _check_payload(data: bytes, codec: str, channels: int, call_id: str) -> None:
+    frame = CODECS[codec] * channels
+    if not data:
+        raise BadEvent("corrupt chunk: empty audio payload", call_id)
+    if len(data) % frame:
         raise BadEvent(
-            f"corrupt chunk: {len(raw)} bytes is not a whole number of {channels}-channel "
-            "int16 frames",
+            f"corrupt chunk: {len(data)} bytes is not a whole number of {channels}-channel "
+            f"{codec} frames",
             call_id,
         )
-    from callsense.processors.stages import from_pcm16
-
-    ints = np.frombuffer(raw, dtype="<i2").reshape(-1, channels).T
-    return np.ascontiguousarray(from_pcm16(ints))
 
 
 def _req(d: dict[str, Any], name: str, typ: type | tuple[type, ...], call_id: str | None) -> Any:
@@ -218,9 +267,25 @@ def loads_object(value: bytes | str | None) -> dict[str, Any]:
     return d
 
 
+def _split_chunk(value: bytes) -> tuple[dict[str, Any], bytes]:
+    """A binary chunk -> (its header, its samples); :class:`BadEvent` when malformed."""
+    n = int.from_bytes(value[len(CHUNK_TAG) : len(CHUNK_TAG) + 2], "big")
+    body = len(CHUNK_TAG) + 2
+    if len(value) < body + n:
+        raise BadEvent("corrupt chunk: the binary header is cut short")
+    d = loads_object(value[body : body + n])
+    if d.get("kind") != "chunk":
+        raise BadEvent(f"binary event of kind {d.get('kind')!r}: only chunks are binary")
+    return d, value[body + n :]
+
+
 def parse_audio_event(value: bytes | str | None, key: bytes | str | None = None) -> AudioEvent:
     """Validate one ``callsense.audio`` message; :class:`BadEvent` says why it is unusable."""
-    d = loads_object(value)
+    data: bytes | None = None
+    if isinstance(value, bytes | bytearray) and value.startswith(CHUNK_TAG):
+        d, data = _split_chunk(bytes(value))
+    else:
+        d = loads_object(value)
     call_id = d.get("call_id")
     if not isinstance(call_id, str) or not call_id or len(call_id) > 128:
         raise BadEvent("missing or invalid call_id (1-128 characters)")
@@ -234,8 +299,15 @@ def parse_audio_event(value: bytes | str | None, key: bytes | str | None = None)
         rate = _int(d, "sample_rate", 1000, MAX_SAMPLE_RATE, call_id)
         seq = _int(d, "seq", 0, MAX_SEQ, call_id)
         start = _int(d, "start_sample", 0, MAX_START_SAMPLE, call_id)
-        pcm = _req(d, "pcm", str, call_id)
-        return AudioChunk(call_id, seq, start, rate, channels, pcm, _ts(d, call_id, False))
+        if data is None:  # a JSON chunk: base64 PCM16
+            codec = "pcm16"
+            data = decode_b64_pcm16(_req(d, "pcm", str, call_id), call_id)
+        else:
+            codec = d.get("codec", "pcm16")
+            if codec not in CODECS:
+                raise BadEvent(f"unknown codec {codec!r} (expected one of {list(CODECS)})", call_id)
+        _check_payload(data, codec, channels, call_id)
+        return AudioChunk(call_id, seq, start, rate, channels, data, codec, _ts(d, call_id, False))
     if kind == "call_start":
         channels = _int(d, "channels", 1, MAX_CHANNELS, call_id)
         rate = _int(d, "sample_rate", 1000, MAX_SAMPLE_RATE, call_id)

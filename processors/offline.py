@@ -115,7 +115,7 @@ def analyze_audio(
             tqdm(call_events(start, audio, cfg.chunk_ms), total=n_events, desc="analyze",
                  unit="chunk", disable=None)
         ):  # fmt: skip
-            batch.append(Incoming(ev.to_json(), key, AUDIO_TOPIC, 0, offset))
+            batch.append(Incoming(ev.encode(), key, AUDIO_TOPIC, 0, offset))
             if len(batch) >= settings.stream_batch_events:
                 step()
         step()

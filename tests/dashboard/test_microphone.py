@@ -5,7 +5,6 @@ channel is silent, started and stopped from the page."""
 
 from __future__ import annotations
 
-import base64
 import time
 from pathlib import Path
 from typing import Any
@@ -60,8 +59,7 @@ def test_microphone_page_streams_a_call_through_the_gateway(
     assert (start["sample_rate"], start["channels"], start["agent_channel"]) == (16000, 2, 0)
     assert start["queue"] == "microphone"
     chunks = [e for e in events if e["kind"] == "chunk"]
-    pcm = np.concatenate([np.frombuffer(base64.b64decode(c["pcm"]), "<i2").reshape(-1, 2)
-                          for c in chunks])  # fmt: skip
+    pcm = np.concatenate([c["pcm16"].T for c in chunks])
     assert [c["seq"] for c in chunks] == list(range(len(chunks)))
     assert pcm.shape[0] >= 3 * 16000  # at least 3 s of the ~4 s spoken
     assert not pcm[:, 0].any()  # the agent channel is silent

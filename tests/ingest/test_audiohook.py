@@ -16,7 +16,7 @@ from callsense.ingest.audiohook import (
     sign_request,
     verify_signature,
 )
-from callsense.ingest.g711 import mulaw_decode, mulaw_encode
+from callsense.models.g711 import mulaw_decode, mulaw_encode
 
 SECRET = "TXlTdXBlclNlY3JldEtleVRlbGxOby0xITJAMyM0JDU="
 KEY = "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh"

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from callsense.ingest.g711 import MULAW_TO_PCM16, mulaw_decode, mulaw_encode
 from callsense.ingest.gateway import TrackAligner, twilio_signature
 from callsense.ingest.gateway_cli import replay, stream_frames, twilio_frames
+from callsense.models.g711 import MULAW_TO_PCM16, mulaw_decode, mulaw_encode
 from callsense.processors.events import AUDIO_TOPIC, DEADLETTER_TOPIC
 from support.gateway import gateway
 from support.streaming import read_topic
@@ -62,8 +62,7 @@ def _audio(events: list[dict[str, Any]]) -> np.ndarray:
     assert [c["seq"] for c in chunks] == list(range(len(chunks)))
     parts = []
     for c in chunks:
-        raw = np.frombuffer(base64.b64decode(c["pcm"]), dtype="<i2")
-        parts.append(raw.reshape(-1, c["channels"]).T)
+        parts.append(c["pcm16"])
     return np.concatenate(parts, axis=1)
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from callsense.ingest.g711 import mulaw_decode, mulaw_encode
 from callsense.ingest.gateway_cli import audiohook_client, replay, twilio_frames
+from callsense.models.g711 import mulaw_decode, mulaw_encode
 from support.gateway import gateway
 from support.streaming import (
     Worker,

@@ -31,11 +31,11 @@ def test_a_call_that_goes_silent_ends_abandoned_within_timeout_plus_5_s(
         wait_for(lambda: "Worker ready" in worker.log(), 120, "worker ready", worker)
         sr = 16000
         rng = np.random.default_rng(0)
-        msgs = [(b"dropped", CallStart("dropped", sr, 2, 0, queue="q").to_json())]
+        msgs = [(b"dropped", CallStart("dropped", sr, 2, 0, queue="q").encode())]
         for i in range(8):  # 2 s of audio, then nothing: no call_end ever comes
             pcm = (0.05 * rng.standard_normal((2, sr // 4))).astype(np.float32)
             msgs.append((b"dropped", AudioChunk.from_array("dropped", i, i * sr // 4, sr,
-                                                           pcm).to_json()))  # fmt: skip
+                                                           pcm).encode()))  # fmt: skip
         produce(kafka.bootstrap, msgs, AUDIO_TOPIC)
         last_audio = time.monotonic()
         status = "SELECT status FROM calls WHERE call_id = 'dropped'"

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from callsense.models.g711 import mulaw_decode  # noqa: E402
 from callsense.processors.callstate import (  # noqa: E402
     CallProcessor,
     Incoming,
     encode_state,
 )
 from callsense.processors.events import (  # noqa: E402
+    CHUNK_TAG,
     AudioChunk,
     BadEvent,
     CallEnd,
     CallStart,
-    decode_pcm16,
-    encode_pcm16,
     parse_audio_event,
 )
 from callsense.processors.inference import BatchClassifier  # noqa: E402
@@ -32,19 +32,39 @@ from support.streaming import build_call  # noqa: E402
 from callsense.settings import Settings  # noqa: E402
 
 
-def test_pcm16_round_trip_and_corruption() -> None:
+def test_chunks_round_trip_binary_and_json_and_corruption() -> None:
     x = np.array([[0.0, 0.5, -1.0], [1.0, -0.25, 0.1]], np.float32)
-    y = decode_pcm16(encode_pcm16(x), 2)
-    assert y.shape == (2, 3) and np.max(np.abs(x - y)) <= 1 / 32768
+    ev = AudioChunk.from_array("c", 0, 0, 16000, x)
+    wire = ev.encode()
+    assert wire.startswith(CHUNK_TAG) and len(wire) < 2 * 2 * 3 + 200  # samples + header
+    for value in (wire, ev.to_json()):  # binary, and the text form of the same chunk
+        back = parse_audio_event(value, b"c")
+        y = back.samples()
+        assert y.shape == (2, 3) and np.max(np.abs(x - y)) <= 1 / 32768
     # the one PCM16 convention: the Kafka path gives the pipeline the very same int16 samples
     z = np.random.default_rng(3).uniform(-1.1, 1.1, (2, 4000)).astype(np.float32)
-    assert np.array_equal(to_pcm16(decode_pcm16(encode_pcm16(z), 2)), to_pcm16(z))
-    with pytest.raises(BadEvent, match="not valid base64"):
-        decode_pcm16("@@@", 2)
-    with pytest.raises(BadEvent, match="whole number"):
-        decode_pcm16(base64.b64encode(b"\x00\x01\x02").decode(), 2)
-    with pytest.raises(BadEvent, match="empty pcm"):
-        decode_pcm16("", 1)
+    z_wire = AudioChunk.from_array("c", 1, 3, 16000, z).encode()
+    assert np.array_equal(to_pcm16(parse_audio_event(z_wire).samples()), to_pcm16(z))
+    # telephone audio stays mu-law on the wire: one byte per sample, decoded exactly
+    tel = mulaw_decode(bytes(range(256)) * 8).reshape(2, -1)
+    mu = AudioChunk.from_array("c", 2, 0, 8000, tel, codec="mulaw")
+    assert len(mu.data) == tel.size and parse_audio_event(mu.encode()).codec == "mulaw"
+    assert np.array_equal(to_pcm16(parse_audio_event(mu.encode()).samples()), tel)
+    assert np.array_equal(to_pcm16(parse_audio_event(mu.to_json()).samples()), tel)
+
+    def corrupt(value: bytes, reason: str) -> None:
+        with pytest.raises(BadEvent, match=reason):
+            parse_audio_event(value)
+
+    text = json.loads(ev.to_json())
+    corrupt(json.dumps({**text, "pcm": "@@@"}).encode(), "not valid base64")
+    corrupt(json.dumps({**text, "pcm": "AAAA"}).encode(), "whole number")
+    corrupt(json.dumps({**text, "pcm": ""}).encode(), "empty audio")
+    corrupt(wire[:7], "cut short")
+    corrupt(wire + b"\x00", "whole number")
+    head = wire[6 : 6 + int.from_bytes(wire[4:6], "big")]
+    corrupt(wire.replace(head, head.replace(b'"pcm16"', b'"opus1"')), "unknown codec")
+    corrupt(wire.replace(head, head.replace(b'"chunk"', b'"call_"')), "only chunks are binary")
 
 
 @pytest.mark.parametrize(("value", "reason"), POISON)
@@ -54,7 +74,7 @@ def test_parse_rejects_bad_events(value: bytes, reason: str) -> None:
 
 
 def test_key_must_match_call_id() -> None:
-    ev = CallEnd("c1", 0, 0).to_json()
+    ev = CallEnd("c1", 0, 0).encode()
     assert parse_audio_event(ev, b"c1").call_id == "c1"
     with pytest.raises(BadEvent, match="differs from call_id"):
         parse_audio_event(ev, b"c2")
@@ -73,10 +93,10 @@ def _messages(path: Path, call_id: str) -> list[Incoming]:
 
     audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
     audio = audio.T
-    out = [CallStart(call_id, sr, 2, 0, ts=1_700_000_000.0).to_json()]
-    out += [AudioChunk.from_array(call_id, s, st, sr, c).to_json()
+    out = [CallStart(call_id, sr, 2, 0, ts=1_700_000_000.0).encode()]
+    out += [AudioChunk.from_array(call_id, s, st, sr, c).encode()
             for s, st, c in chunk_audio(audio, sr, 250)]  # fmt: skip
-    out.append(CallEnd(call_id, len(out) - 2, audio.shape[1]).to_json())
+    out.append(CallEnd(call_id, len(out) - 2, audio.shape[1]).encode())
     return [Incoming(v, call_id.encode(), "callsense.audio", 0, i) for i, v in enumerate(out)]
 
 
@@ -128,17 +148,17 @@ def test_dead_letters_and_other_calls(classifier: BatchClassifier) -> None:
     tone = (0.1 * np.random.default_rng(0).standard_normal((1, 4000))).astype(np.float32)
     good = AudioChunk.from_array("a", 0, 0, 16000, tone)
     msgs = [
-        CallStart("a", 16000, 1).to_json(),
-        good.to_json(),
-        AudioChunk.from_array("a", 1, 4000, 8000, tone).to_json(),  # rate change
-        AudioChunk.from_array("ghost", 0, 0, 16000, tone).to_json(),  # unknown call
-        AudioChunk.from_array("a", 0, 0, 16000, tone).to_json(),  # replay of seq 0
-        CallEnd("a", 1, 8000).to_json(),
-        AudioChunk.from_array("a", 5, 20000, 16000, tone).to_json(),  # after the end
-        CallStart("a", 16000, 1, ts=time.time() - 60).to_json(),  # reuse of an ended call id
-        CallEnd("a", 1, 8000).to_json(),  # without a key
+        CallStart("a", 16000, 1).encode(),
+        good.encode(),
+        AudioChunk.from_array("a", 1, 4000, 8000, tone).encode(),  # rate change
+        AudioChunk.from_array("ghost", 0, 0, 16000, tone).encode(),  # unknown call
+        AudioChunk.from_array("a", 0, 0, 16000, tone).encode(),  # replay of seq 0
+        CallEnd("a", 1, 8000).encode(),
+        AudioChunk.from_array("a", 5, 20000, 16000, tone).encode(),  # after the end
+        CallStart("a", 16000, 1, ts=time.time() - 60).encode(),  # reuse of an ended call id
+        CallEnd("a", 1, 8000).encode(),  # without a key
     ]
-    keys = [json.loads(m)["call_id"].encode() for m in msgs[:-1]] + [None]
+    keys = [parse_audio_event(m).call_id.encode() for m in msgs[:-1]] + [None]
     pairs = enumerate(zip(msgs, keys, strict=True))
     res = p.process([Incoming(m, k, "t", 0, i) for i, (m, k) in pairs], {})
     reasons = [d["reason"] for d in res.deadletters]
@@ -150,7 +170,9 @@ def test_dead_letters_and_other_calls(classifier: BatchClassifier) -> None:
     assert "no key" in reasons[4]
     assert res.stats["duplicates"] == 1 and res.stats["calls_ended"] == 1
     assert [d["offset"] for d in res.deadletters] == [2, 3, 6, 7, 8]
-    assert json.loads(res.deadletters[1]["original"])["call_id"] == "ghost"
+    ghost = res.deadletters[1]  # a binary chunk: kept whole, as base64
+    assert ghost["original_encoding"] == "base64"
+    assert parse_audio_event(base64.b64decode(ghost["original"])).call_id == "ghost"
 
 
 def test_out_of_order_redelivery_gives_the_same_windows(
@@ -207,8 +229,8 @@ def test_a_call_without_audio_ends_as_abandoned_also_after_a_restart(
 ) -> None:
     settings = Settings(call_idle_timeout_s=5)
     tone = (0.1 * np.random.default_rng(1).standard_normal((2, 4000))).astype(np.float32)
-    msgs = [CallStart("gone", 16000, 2).to_json(),
-            AudioChunk.from_array("gone", 0, 0, 16000, tone).to_json()]  # fmt: skip
+    msgs = [CallStart("gone", 16000, 2).encode(),
+            AudioChunk.from_array("gone", 0, 0, 16000, tone).encode()]  # fmt: skip
     p = CallProcessor(settings, classifier)
     res = p.process([Incoming(m, b"gone", "t", 0, i) for i, m in enumerate(msgs)], {})
     assert p.process([], {}).outputs == []  # not idle yet
@@ -218,7 +240,7 @@ def test_a_call_without_audio_ends_as_abandoned_also_after_a_restart(
     # than the timeout while input went on (a worker catching up would see the same)
     later = AudioChunk.from_array("live", 0, 0, 16000, tone)
     later.ts += 6
-    other = [CallStart("live", 16000, 2).to_json(), later.to_json()]
+    other = [CallStart("live", 16000, 2).encode(), later.encode()]
     res = p.process([Incoming(m, b"live", "t", 0, 9 + i) for i, m in enumerate(other)], {})
     ended = [o for o in res.outputs if o["kind"] == "call_ended"]
     assert [(o["call_id"], o["status"]) for o in ended] == [("gone", "abandoned")]

@@ -30,10 +30,10 @@ SR = 16000
 def messages(audio: np.ndarray, sr: int, call_id: str, chunk_ms: int = 250) -> list[Incoming]:
     from callsense.processors.stages import chunk_audio
 
-    out = [CallStart(call_id, sr, 1, 0, ts=1_700_000_000.0).to_json()]
-    out += [AudioChunk.from_array(call_id, s, st, sr, c).to_json()
+    out = [CallStart(call_id, sr, 1, 0, ts=1_700_000_000.0).encode()]
+    out += [AudioChunk.from_array(call_id, s, st, sr, c).encode()
             for s, st, c in chunk_audio(audio[None], sr, chunk_ms)]  # fmt: skip
-    out.append(CallEnd(call_id, len(out) - 2, len(audio), ts=1_700_000_001.0).to_json())
+    out.append(CallEnd(call_id, len(out) - 2, len(audio), ts=1_700_000_001.0).encode())
     return [Incoming(v, call_id.encode(), "callsense.audio", 0, i) for i, v in enumerate(out)]
 
 

@@ -10,7 +10,7 @@ broker), a real worker subprocess, the shipped model and real databases (SQLite 
   again); the stored windows equal offline analysis with ``diarization_mono`` on, and both
   diarized speakers are stored with their roles;
 * bad input (corrupt chunks, a sample-rate change, a chunk for an unknown call, a non-JSON
-  message, and every malformed event kind of ``support/poison.py``: 23 kinds) goes to the
+  message, and every malformed event kind of ``support/poison.py``: 29 kinds) goes to the
   dead-letter topic, one letter each with its reason, while another call is in flight; the
   worker stays up and that call still yields exactly its offline windows.
 """
@@ -233,7 +233,7 @@ def _speaker_roles(database_url: str, call_id: str) -> str:
 
 
 def _chunk(call_id: str, seq: int, start: int, audio, rate: int = 16000) -> bytes:
-    return AudioChunk.from_array(call_id, seq, start, rate, audio).to_json()
+    return AudioChunk.from_array(call_id, seq, start, rate, audio).encode()
 
 
 def _poison_key(value: bytes) -> bytes:
@@ -258,18 +258,17 @@ def test_bad_input_goes_to_deadletter_other_call_unaffected(
         tone = (0.1 * rng.standard_normal((2, 4000))).astype(np.float32)
         bad = "bad-call"
         k = bad.encode()
-        corrupt_b64 = json.loads(_chunk(bad, 1, 4000, tone))
-        corrupt_b64["pcm"] = "!!not base64!!"
-        odd_length = json.loads(_chunk(bad, 2, 8000, tone))
-        odd_length["pcm"] = "AAAA"  # 3 bytes: not whole stereo int16 frames
+        corrupt_b64 = json.loads(AudioChunk.from_array(bad, 1, 4000, 16000, tone).to_json())
+        corrupt_b64["pcm"] = "!!not base64!!"  # a text chunk
+        odd_length = _chunk(bad, 2, 8000, tone) + b"\x00"  # not whole stereo int16 frames
         produce(kafka.bootstrap, [
-            (k, CallStart(bad, 16000, 2).to_json()),
+            (k, CallStart(bad, 16000, 2).encode()),
             (k, _chunk(bad, 0, 0, tone)),
             (k, json.dumps(corrupt_b64).encode()),
-            (k, json.dumps(odd_length).encode()),
+            (k, odd_length),
             (k, _chunk(bad, 3, 12000, tone[:, :2000], rate=8000)),  # rate change mid-call
             (k, _chunk(bad, 4, 16000, tone)),
-            (k, CallEnd(bad, 4, 20000).to_json()),
+            (k, CallEnd(bad, 4, 20000).encode()),
             (b"ghost", _chunk("ghost", 0, 0, tone)),  # never started
             (b"junk", b"\x00\xffnot json"),
         ], AUDIO_TOPIC)  # fmt: skip

@@ -4,6 +4,15 @@ poison test."""
 
 from __future__ import annotations
 
+
+def _binary(header: bytes, samples: bytes = b"\x00\x00") -> bytes:
+    """A binary audio chunk (``events.CHUNK_TAG``) around ``header``."""
+    return b"CSA1" + len(header).to_bytes(2, "big") + header + samples
+
+
+_CHUNK = (b'{"kind": "chunk", "call_id": "c", "seq": 0, "start_sample": 0, "sample_rate": 16000,'
+          b' "channels": 2')  # fmt: skip
+
 POISON: list[tuple[bytes, str]] = [
         (b"\xff\xfe", "not JSON"),
         (b"[1, 2]", "expected an object"),
@@ -32,4 +41,11 @@ POISON: list[tuple[bytes, str]] = [
          b' "ts": 1700000000, "queue": {"a": 1}}', "'queue' must be a string"),
         (b'{"kind": "chunk", "call_id": "c", "seq": 1000000000000000000, "start_sample": 0,'
          b' "sample_rate": 16000, "channels": 1, "pcm": "AAAA"}', "'seq' = .* out of range"),
+        # binary chunks: torn, with a header that is not one, an unknown codec, torn frames
+        (b"CSA1\x00\x40{", "cut short"),
+        (_binary(b"[1]"), "expected an object"),
+        (_binary(b'{"kind": "call_end", "call_id": "c"}'), "only chunks are binary"),
+        (_binary(_CHUNK + b', "codec": "opus"}'), "unknown codec"),
+        (_binary(_CHUNK + b', "codec": "pcm16"}', b"\x00\x01\x02"), "whole number of 2-channel"),
+        (_binary(_CHUNK + b', "codec": "mulaw"}', b""), "empty audio"),
 ]  # fmt: skip

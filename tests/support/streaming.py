@@ -201,8 +201,25 @@ def db_scalar(url: str, sql: str, **params: Any) -> Any:
         engine.dispose()
 
 
+def event_dict(value: bytes) -> dict[str, Any]:
+    """A message value as a dict: JSON as parsed; a binary audio chunk as its header fields
+    with its samples as ``pcm16``, (channels, samples) int16."""
+    from dataclasses import asdict
+
+    from callsense.processors.events import CHUNK_TAG, parse_audio_event
+    from callsense.processors.stages import to_pcm16
+
+    if not value.startswith(CHUNK_TAG):
+        return json.loads(value)
+    ev = parse_audio_event(value)
+    d = {k: v for k, v in asdict(ev).items() if k != "data"}
+    d["pcm16"] = to_pcm16(ev.samples())
+    return d
+
+
 def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """Every message of ``topic`` (all partitions, from the beginning) as parsed JSON."""
+    """Every message of ``topic`` (all partitions, from the beginning) as a dict
+    (:func:`event_dict`)."""
     from aiokafka import AIOKafkaConsumer
 
     async def run() -> list[dict[str, Any]]:
@@ -225,7 +242,7 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list[dict[st
                     continue
                 idle = 0
                 for msgs in batch.values():
-                    out += [json.loads(m.value) for m in msgs]
+                    out += [event_dict(m.value) for m in msgs]
         finally:
             await consumer.stop()
         return out
