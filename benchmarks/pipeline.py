@@ -59,9 +59,18 @@ def _wait_for_split(engine: Any, workers: int, partitions: int, timeout: float) 
 
 
 async def _ingest(
-    audio: np.ndarray, sr: int, ids: list[str], agent_channel: int, bootstrap: str, stagger: float
+    audio: np.ndarray,
+    sr: int,
+    ids: list[str],
+    agent_channel: int,
+    bootstrap: str,
+    stagger: float,
+    phase: str = "spread",
 ) -> tuple[float, float]:
-    """Stream every call id concurrently at real-time pace; (start, end) wall-clock epochs."""
+    """Stream every call id concurrently at real-time pace; (start, end) wall-clock epochs.
+    ``phase`` spread: call i is the sample rotated by i/N of its length (every call runs the
+    whole time, their turns fall at different moments, as in a call centre); aligned: every
+    call is the sample from its start (all customers speak at once: the bursty worst case)."""
     from callsense.ingest.producer import CallMeta, make_producer, stream_call
 
     from callsense.settings import Settings
@@ -70,14 +79,17 @@ async def _ingest(
     producer = await make_producer(bootstrap)
     offsets = np.linspace(0.0, stagger, num=len(ids), endpoint=False)
 
-    async def one(call_id: str, delay: float) -> None:
+    async def one(i: int, call_id: str, delay: float) -> None:
         await asyncio.sleep(delay)
         meta = CallMeta(call_id, agent_channel, queue="bench")
-        await stream_call(producer, audio, sr, meta, chunk_ms=settings.chunk_ms, speed=1.0)
+        x = audio if phase == "aligned" else np.roll(audio, -(i * audio.shape[1]) // len(ids), 1)
+        await stream_call(producer, x, sr, meta, chunk_ms=settings.chunk_ms, speed=1.0)
 
     t0 = time.time()
     try:
-        await asyncio.gather(*(one(c, d) for c, d in zip(ids, offsets, strict=True)))
+        await asyncio.gather(
+            *(one(i, c, d) for i, (c, d) in enumerate(zip(ids, offsets, strict=True)))
+        )
     finally:
         await producer.stop()
     return t0, time.time()
@@ -103,6 +115,76 @@ def _latencies(engine: Any, ids: list[str]) -> tuple[np.ndarray, float]:
     return lat, last
 
 
+async def _window_timings(bootstrap: str, ids: set[str]) -> dict[tuple, dict[str, float]]:
+    """(call_id, speaker, start_ms) -> the worker's ``timing`` of every window event of ``ids``
+    on the windows topic."""
+    from aiokafka import AIOKafkaConsumer
+    from callsense.processors.events import WINDOWS_TOPIC
+
+    c = AIOKafkaConsumer(WINDOWS_TOPIC, bootstrap_servers=bootstrap, group_id=None,
+                         auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+    await c.start()
+    out: dict[tuple, dict[str, float]] = {}
+    try:
+        idle = 0
+        while idle < 3:
+            batch = await c.getmany(timeout_ms=500, max_records=5000)
+            idle = 0 if batch else idle + 1
+            for records in batch.values():
+                for r in records:
+                    e = json.loads(r.value)
+                    if e.get("kind") == "window" and e.get("call_id") in ids and "timing" in e:
+                        out[(e["call_id"], e["speaker"], e["start_ms"])] = e["timing"]
+    finally:
+        await c.stop()
+    return out
+
+
+def _latency_parts(engine: Any, bootstrap: str, ids: list[str]) -> dict[str, dict[str, float]]:
+    """Each window's latency in three parts, p50 and p95 of each: ``to_worker`` (the audio's
+    end to the worker taking the micro-batch that completes the window: ingest, the audio
+    topic hop, batch gathering, waiting behind earlier batches), ``in_worker`` (stages and
+    inference of that batch), ``to_row`` (the windows topic hop, persistence batching and the
+    database write)."""
+    import sqlalchemy as sa
+
+    from callsense.storage.schema import Call, EmotionWindow
+
+    timings = asyncio.run(_window_timings(bootstrap, set(ids)))
+    q = (
+        sa.select(EmotionWindow.call_id, EmotionWindow.speaker, EmotionWindow.start_ms,
+                  EmotionWindow.end_ms, EmotionWindow.created_at, Call.started_at)
+        .join(Call, Call.call_id == EmotionWindow.call_id)
+        .where(EmotionWindow.call_id.in_(ids))
+    )  # fmt: skip
+    parts: dict[str, list[float]] = {"to_worker": [], "in_worker": [], "to_row": []}
+    with engine.connect() as conn:
+        for cid, spk, start_ms, end_ms, written, started in conn.execute(q):
+            t = timings.get((cid, spk, start_ms))
+            if t is None:
+                continue
+            spoken = started.timestamp() + end_ms / 1000.0
+            parts["to_worker"].append(t["batch_at"] - spoken)
+            parts["in_worker"].append(t["emitted_at"] - t["batch_at"])
+            parts["to_row"].append(written.timestamp() - t["emitted_at"])
+    return {
+        k: {"p50": round(float(np.percentile(v, 50)), 3),
+            "p95": round(float(np.percentile(v, 95)), 3)}
+        for k, v in parts.items() if v
+    }  # fmt: skip
+
+
+def _broker(kind: str, tmp: str) -> Any:
+    """A fresh broker in ``tmp``: an embedded one, or a one-node Apache Kafka (KRaft)."""
+    if kind == "kafka":
+        from callsense.kafka_broker import KafkaCluster
+
+        return KafkaCluster(data_dir=Path(tmp) / "kafka")
+    from callsense.broker import EmbeddedBroker
+
+    return EmbeddedBroker(kind, data_dir=tmp)
+
+
 def one_run(
     calls: int,
     workers: int,
@@ -113,16 +195,16 @@ def one_run(
     sample: dict[str, Any],
     audio: np.ndarray,
     sr: int,
+    phase: str = "spread",
 ) -> dict[str, Any]:
     """One measured run (fresh broker, database and consumer group) of N copies of ``audio``
-    (the stereo ``sample`` call)."""
+    (the stereo ``sample`` call), in ``phase`` (see :func:`_ingest`)."""
     from callsense.processors.events import ensure_topics
 
-    from callsense.broker import EmbeddedBroker
     from callsense.settings import Settings
     from callsense.storage.db import make_engine, upgrade
 
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(broker_kind, data_dir=tmp) as broker:
+    with tempfile.TemporaryDirectory() as tmp, _broker(broker_kind, tmp) as broker:
         url = f"sqlite:///{tmp}/bench.db"
         upgrade(url)
         ensure_topics(broker.bootstrap, Settings(topic_partitions=partitions))
@@ -141,17 +223,20 @@ def one_run(
         try:
             split = _wait_for_split(engine, workers, partitions, 120)
             cpu0 = {p.pid: _proc_cpu_s(p.pid) for p in procs}
-            broker_cpu0 = _proc_cpu_s(broker.pid)
+            broker_cpu0 = sum(_proc_cpu_s(pid) for pid in broker.pids)
             tag = uuid.uuid4().hex[:4]
             ids = [f"bench-{tag}-{i:03d}" for i in range(calls)]
             agent = int(sample.get("agent_channel", 0))
-            t0, t_end = asyncio.run(_ingest(audio, sr, ids, agent, broker.bootstrap, stagger))
+            t0, t_end = asyncio.run(
+                _ingest(audio, sr, ids, agent, broker.bootstrap, stagger, phase)
+            )
             ended = wait_for_summaries(engine, ids, 600, poll_s=0.25)
             wall = time.time() - t0
             lat, last = _latencies(engine, ids)
+            parts = _latency_parts(engine, broker.bootstrap, ids)
             cpu = [(_proc_cpu_s(p.pid) - cpu0[p.pid]) / wall for p in procs]
             rss = [_proc_peak_rss_mb(p.pid) for p in procs]
-            broker_cores = (_proc_cpu_s(broker.pid) - broker_cpu0) / wall
+            broker_cores = (sum(_proc_cpu_s(pid) for pid in broker.pids) - broker_cpu0) / wall
         finally:
             for p in procs:
                 p.terminate()
@@ -172,6 +257,7 @@ def one_run(
         "backlog_s": round(backlog, 2),
         "kept_up": bool(ended and backlog <= KEPT_UP_BACKLOG_S),
         "latency_s": {"p50": pct(50), "p95": pct(95), "p99": pct(99), "max": pct(100)},
+        "latency_parts_s": parts,
         "partition_split": split,
         "even_split": bool(split) and max(split) - min(split) <= 1 and len(split) == workers,
         "worker_cores": [round(c, 2) for c in cpu],
@@ -236,7 +322,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
     ax.set_ylabel("seconds")
     ax.set_title(
         f"{results['workers']} worker(s), {results['partitions']} partitions, "
-        f"roles {results['emotion_roles']}, {results['broker']}"
+        f"roles {results['emotion_roles']}, {results['broker']}, {results.get('phase', 'aligned')}"
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -255,7 +341,22 @@ def plot(results: dict[str, Any], out: Path) -> None:
 @click.option(
     "--stagger-s", default=1.0, show_default=True, help="Call starts spread over this many seconds."
 )
-@click.option("--broker", "broker_kind", default="tansu", show_default=True)
+@click.option(
+    "--phase",
+    default="spread",
+    show_default=True,
+    type=click.Choice(["spread", "aligned"]),
+    help="spread: call i is the sample rotated by i/N (turns at different moments); "
+    "aligned: every copy from its start (all customers speak at once).",
+)
+@click.option(
+    "--broker",
+    "broker_kind",
+    default="tansu",
+    show_default=True,
+    type=click.Choice(["tansu", "noida", "kafka"]),
+    help="kafka: Apache Kafka, one node.",
+)
 @click.option(
     "--out", default=Path("bench-results"), type=click.Path(path_type=Path), show_default=True
 )
@@ -270,6 +371,7 @@ def bench_pipeline(
     partitions: int,
     roles: str,
     stagger_s: float,
+    phase: str,
     broker_kind: str,
     out: Path,
     name: str,
@@ -292,7 +394,9 @@ def bench_pipeline(
     bar = tqdm(total=len(ns) * runs, desc="pipeline runs", unit="run")
     for n in ns:
         for _ in range(runs):
-            r = one_run(n, workers, partitions, roles, stagger_s, broker_kind, sample, audio, sr)
+            r = one_run(
+                n, workers, partitions, roles, stagger_s, broker_kind, sample, audio, sr, phase
+            )
             all_runs.append(r)
             bar.write(
                 f"{n} calls: backlog {r['backlog_s']} s, p50 {r['latency_s']['p50']} s, "
@@ -326,6 +430,7 @@ def bench_pipeline(
         "emotion_roles": roles,
         "broker": broker_kind,
         "stagger_s": stagger_s,
+        "phase": phase,
         "call_seconds": call_seconds or "all",
         "kept_up_rule": f"every call ended and backlog ≤ {KEPT_UP_BACKLOG_S} s",
         "largest_n_kept_up": max(kept) if kept else None,

@@ -123,7 +123,15 @@ class Settings(BaseSettings):
     model_threads: int = Field(1, ge=1, description="torch threads per inference executor.")
     inference_batch: int = Field(16, ge=1, description="Max windows per inference batch.")
     inference_max_wait_ms: int = Field(
-        100, ge=0, description="Max time a window waits for its batch to fill."
+        30,
+        ge=0,
+        description="Max time the worker gathers audio events into one micro-batch (its "
+        "windows are inferred together, across calls).",
+    )
+    persist_max_wait_ms: int = Field(
+        50,
+        ge=1,
+        description="Max time a window event waits for its database write batch to fill.",
     )
     uncertain_threshold: float = Field(
         0.45, ge=0.0, le=1.0, description="Below this calibrated confidence a window is uncertain."

@@ -332,7 +332,12 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
                 cid = m.key.decode("utf-8", "replace")
                 states[cid] = dirty.get(cid) or call_state.get(m.key)
                 partition_of[cid] = int(m.partition or 0)
+        started = time.time()
         res = await classifier.run(processor.process, batch, states)
+        timing = {"batch_at": round(started, 3), "emitted_at": round(time.time(), 3)}
+        for out in res.outputs:  # when the worker took the batch and had its windows
+            if out["kind"] == "window":
+                out["timing"] = timing
         await send_all(windows_topic, res.outputs)
         await send_all(deadletter_topic, res.deadletters)
         held.extend(events)
@@ -413,7 +418,8 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
     @app.agent(windows_topic, name="persist_windows")
     async def persist_windows(stream: Any) -> None:
         loop = asyncio.get_running_loop()
-        async for events in stream.take_events(500, within=0.2):
+        within = settings.persist_max_wait_ms / 1000.0
+        async for events in stream.take_events(500, within=within):
             for e in events:  # acked below, only once the batch is stored
                 e.message.incref()
             admitted = await _in_offset_order(list(events))  # as for audio (admission.py)
