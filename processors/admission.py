@@ -4,19 +4,18 @@ windows writer).
 Kafka delivers a partition in offset order, and the call state machine relies on it: a chunk
 that never reaches it is waited for (reorder buffer), then given up as missing audio. Faust
 (faust-streaming 0.15.3) can skip records inside one worker session: its recovery and seeks
-race with the fetcher. In one CI run a restarted worker lost ~24 s from the middle of a call
-while the audio after it was processed: records skipped by the consumer is what fits (the
-worker's log was not kept).
+race with the fetcher (docs/streaming.md tells how this was found).
 
 :class:`OffsetGuard` makes such a skip visible and repairs it: it remembers the next offset
 expected on each partition; a record past it is held back (not processed, not acknowledged)
 and the consumer is sought back to the expected offset, so the skipped records are fetched
 again. Records before it are replays (processed again; the state machine skips them by seq).
-A plain class, no Kafka: the agent in :mod:`callsense.processors.app` wires it to the consumer.
+A plain class, no Kafka. :class:`Admission` wires it to a Faust app's consumer and rebalances.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
@@ -139,3 +138,93 @@ def faust_gap(consumer: Any, tp: Hashable, start: int, end: int, absent: bool) -
         gaps[tp].addi(start, end)
     elif tp in gaps:
         gaps[tp].chop(start, end)
+
+
+class Admission:
+    """Offset-order admission for the stream agents of one Faust app: an :class:`OffsetGuard`,
+    the consumer's seeks, and the rebalance hooks that restart both from committed offsets.
+
+    Faust's recovery (faust-streaming 0.15.3) resumes the stream partitions while the consumer
+    is already fetching, seeks them to their committed offsets, and only then clears the
+    streams' queues; records fetched before the seek and still queued are dropped, and may not
+    come back (a race). Seeking once more to the committed offsets after a rebalance re-reads
+    them; replays are skipped by seq, and the guard repairs any skip that remains.
+    """
+
+    def __init__(self, app: Any, stream_topics: tuple[str, ...]) -> None:
+        self.app = app
+        self.streams = stream_topics
+        self.guard = OffsetGuard()
+
+    def install(self) -> None:
+        """Hook into the app's rebalances (call once, before the app starts)."""
+        start, end = self.app.on_rebalance_start, self.app.on_rebalance_end
+
+        def on_rebalance_start() -> None:
+            self.guard.forget()  # the next assignment starts from the committed offsets
+            start()
+
+        def on_rebalance_end() -> None:
+            end()
+            asyncio.ensure_future(self.seek_committed())
+
+        self.app.on_rebalance_start = on_rebalance_start
+        self.app.on_rebalance_end = on_rebalance_end
+
+    async def admit(self, events: list[Any]) -> list[Any]:
+        """The events the guard admits; for a hole, seek its partition back to it. Held-back
+        events are neither processed nor acknowledged: the seek fetches them again."""
+        consumer = self.app.consumer
+        admitted, seeks = [], {}
+        for e in events:
+            tp, offset = e.message.tp, e.message.offset
+            verdict, hole = self.guard.admit(tp, offset)
+            if verdict is Verdict.AHEAD:
+                faust_gap(consumer, tp, self.guard.expected[tp], offset + 1, absent=False)
+                if hole is not None:
+                    seeks.setdefault(tp, (hole, offset))
+                continue
+            if verdict is Verdict.ABSENT:
+                faust_gap(consumer, tp, hole, offset, absent=True)
+            admitted.append(e)
+        for tp, (seek_to, seen) in seeks.items():
+            log.warning(
+                "partition %s: got offset %d while expecting %d (records skipped by the "
+                "consumer); seeking back to %d", tp, seen, seek_to, seek_to,
+            )  # fmt: skip
+            await self.seek(tp, seek_to)
+        return admitted
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        try:
+            await self.app.consumer.seek(tp, offset)
+        except Exception as exc:  # noqa: BLE001 - the guard asks again after its retry time
+            log.warning("seek of %s to %d failed: %r", tp, offset, exc)
+
+    async def retry_overdue(self) -> None:
+        """Seek again where a hole's records have not come back (called by a timer)."""
+        for tp, offset in self.guard.overdue():
+            log.warning("partition %s: offset %d still missing; seeking back again", tp, offset)
+            await self.seek(tp, offset)
+
+    async def seek_committed(self) -> None:
+        """After a rebalance: every partition to its committed offset, and the guard with it."""
+        consumer = self.app.consumer
+        try:
+            committed = await consumer.seek_to_committed()
+            # nothing committed yet (a worker killed before its first commit): start at the
+            # log's beginning explicitly; left alone, the position was the log end and the
+            # records in between were never processed
+            fresh = [tp for tp, o in committed.items() if tp.topic in self.streams and not o]
+            start = dict(await consumer.earliest_offsets(*fresh)) if fresh else {}
+            for tp, offset in committed.items():
+                if tp in start:
+                    offset = max(int(start[tp] or 0), 0)
+                elif offset is None or offset <= 0:
+                    continue  # a table changelog: Faust's recovery owns its position
+                await consumer.seek(tp, offset)  # sets Faust's read offset too
+                if tp.topic in self.streams:
+                    self.guard.start(tp, offset)
+            log.info("recovery done: partitions sought to their committed offsets again")
+        except Exception as exc:  # noqa: BLE001 - e.g. a new rebalance began: it seeks again
+            log.warning("seek to committed offsets after recovery failed: %r", exc)

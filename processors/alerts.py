@@ -59,7 +59,6 @@ DEFAULT_RULES: list[dict[str, Any]] = [
     },
 ]
 
-ALERTS_TOPIC = "callsense.alerts"  # alert lifecycle events (AlertEvent.to_json), key = call id
 EVENT_TYPES = ("alert.raised", "alert.updated", "alert.resolved", "alert.acknowledged")
 
 
@@ -274,6 +273,20 @@ class AlertEngine:
                 out.append(self._resolve(st, name, rs, reason="call_ended"))
         st["ended"] = True
         return st, out
+
+    def handle(self, state: bytes | None, value: bytes) -> tuple[bytes, list[AlertEvent]] | None:
+        """One ``callsense.windows`` message and the call's stored state, both as the stream
+        holds them (JSON bytes): the new state and the alert events; None for an event alerts
+        ignore. Raises ValueError, KeyError, TypeError or AttributeError on a bad event."""
+        ev = json.loads(value)
+        st = json.loads(state) if state else None
+        if ev.get("kind") == "window":
+            st, out = self.process(st, ev)
+        elif ev.get("kind") == "call_ended":
+            st, out = self.end_call(st, ev["call_id"])
+        else:
+            return None
+        return json.dumps(st).encode(), out
 
     def end_call_local(self, call_id: str) -> list[AlertEvent]:
         state, out = self.end_call(self.states.get(call_id), call_id)

@@ -19,6 +19,7 @@ Topics (created by :func:`ensure_topics` with ``settings.topic_partitions`` part
                          ``kind == "window"``).
 ``callsense.summaries``  persistence -> anyone: ``summary`` once it is stored.
 ``callsense.deadletter`` any stage: ``deadletter`` with the original payload, reason, stage.
+``callsense.alerts``     alerts -> webhooks, anyone: alert lifecycle events, once stored.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ AUDIO_TOPIC = "callsense.audio"
 WINDOWS_TOPIC = "callsense.windows"
 SUMMARIES_TOPIC = "callsense.summaries"
 DEADLETTER_TOPIC = "callsense.deadletter"
-ALL_TOPICS = (AUDIO_TOPIC, WINDOWS_TOPIC, SUMMARIES_TOPIC, DEADLETTER_TOPIC)
+ALERTS_TOPIC = "callsense.alerts"  # alert lifecycle events (alerts.AlertEvent.to_json)
+ALL_TOPICS = (AUDIO_TOPIC, WINDOWS_TOPIC, SUMMARIES_TOPIC, DEADLETTER_TOPIC, ALERTS_TOPIC)
 #: topics that carry raw audio get ``retention.ms = settings.audio_retention_ms``
 AUDIO_TOPICS = (AUDIO_TOPIC,)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from callsense.processors.alerts import ALERTS_TOPIC  # noqa: E402
 from callsense.processors.events import (  # noqa: E402
+    ALERTS_TOPIC,  # noqa: E402
     DEADLETTER_TOPIC,
     WINDOWS_TOPIC,
     CallStart,
