@@ -266,31 +266,48 @@ def one_run(
     }
 
 
-def stage_latency(audio: np.ndarray, sr: int, agent_channel: int, roles: str) -> dict[str, Any]:
+def stage_latency(
+    audio: np.ndarray, sr: int, agent_channel: int, roles: str, copies: int = 1
+) -> dict[str, Any]:
     """The part of the latency the stages cause by design: each window's end (call time) to the
     end of the chunk that completes it, with the worker's chunking and stage settings (no
-    broker, no model). The rest of the measured latency is transport, batching, inference and
-    the database write."""
+    broker, no model), over ``copies`` copies of the call rotated as ``--phase spread`` rotates
+    them. A call's last window waits for the call's end (speech not yet covered by a window
+    waits for more speech, or the end). The rest of the measured latency is transport,
+    batching, inference and the database write."""
     from callsense.processors.stages import SpeakerPipeline, StageConfig, chunk_audio, speakers_for
 
     from callsense.settings import Settings
 
     cfg = StageConfig.from_settings(Settings(emotion_roles=roles))
-    pipes = [
-        (SpeakerPipeline(cfg, sr, spk, role), ch)
-        for spk, role, ch in speakers_for(audio.shape[0], agent_channel)
-    ]
-    lat = []
-    for _seq, start, chunk in chunk_audio(audio, sr, cfg.chunk_ms):
-        done = (start + chunk.shape[1]) / sr
-        for pipe, ch in pipes:
-            lat += [done - w.end_ms / 1000.0 for w in pipe.push(chunk[ch or 0], start)]
+    lat: list[float] = []
+    last: list[float] = []  # windows emitted when the call ends
+    for i in range(copies):
+        x = np.roll(audio, -(i * audio.shape[1]) // copies, 1)
+        pipes = [
+            (SpeakerPipeline(cfg, sr, spk, role), ch)
+            for spk, role, ch in speakers_for(x.shape[0], agent_channel)
+        ]
+        for _seq, start, chunk in chunk_audio(x, sr, cfg.chunk_ms):
+            done = (start + chunk.shape[1]) / sr
+            for pipe, ch in pipes:
+                lat += [done - w.end_ms / 1000.0 for w in pipe.push(chunk[ch or 0], start)]
+        end = x.shape[1] / sr
+        for pipe, _ch in pipes:
+            last += [end - w.end_ms / 1000.0 for w in pipe.flush()]
+
+    def pct(xs: list[float], q: float) -> float | None:
+        return round(float(np.percentile(xs, q)), 3) if xs else None
+
     return {
         "chunk_ms": cfg.chunk_ms,
         "vad_block_ms": cfg.vad_block_frames * cfg.vad_frame_ms,
-        "p50": round(float(np.percentile(lat, 50)), 3) if lat else None,
-        "p95": round(float(np.percentile(lat, 95)), 3) if lat else None,
-    }
+        "copies": copies,
+        "p50": pct(lat, 50),
+        "p95": pct(lat, 95),
+        "at_call_end": {"windows": len(last), "p50": pct(last, 50), "max": pct(last, 100),
+                        "share": round(len(last) / max(1, len(lat) + len(last)), 4)},
+    }  # fmt: skip
 
 
 def _median(runs: list[dict[str, Any]], *path: str) -> float | None:
@@ -386,7 +403,8 @@ def bench_pipeline(
     ns = [int(n) for n in calls.split(",") if n.strip()]
     sample = next(c for c in sample_calls() if int(c.get("channels", 1)) == 2)
     audio, sr = load_call_audio(sample["path"])
-    stages = stage_latency(audio, sr, int(sample.get("agent_channel", 0)), roles)
+    copies = 12 if phase == "spread" else 1
+    stages = stage_latency(audio, sr, int(sample.get("agent_channel", 0)), roles, copies)
     if call_seconds:
         audio = audio[:, : int(call_seconds * sr)]
     load_before = host_load()
