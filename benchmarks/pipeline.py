@@ -95,23 +95,29 @@ async def _ingest(
     return t0, time.time()
 
 
-def _latencies(engine: Any, ids: list[str]) -> tuple[np.ndarray, float]:
-    """(latency of every window row in seconds, epoch of the last row's write)."""
+def _window_rows(engine: Any, ids: list[str]) -> list[Any]:
+    """Every stored window of ``ids``: call_id, speaker, start_ms, end_ms, its write time and
+    its call's start (the ingest clock)."""
     import sqlalchemy as sa
 
     from callsense.storage.schema import Call, EmotionWindow
 
     q = (
-        sa.select(EmotionWindow.end_ms, EmotionWindow.created_at, Call.started_at)
+        sa.select(EmotionWindow.call_id, EmotionWindow.speaker, EmotionWindow.start_ms,
+                  EmotionWindow.end_ms, EmotionWindow.created_at, Call.started_at)
         .join(Call, Call.call_id == EmotionWindow.call_id)
         .where(EmotionWindow.call_id.in_(ids))
-    )
+    )  # fmt: skip
     with engine.connect() as conn:
-        rows = conn.execute(q).all()
+        return list(conn.execute(q).all())
+
+
+def _latencies(rows: list[Any]) -> tuple[np.ndarray, float]:
+    """(latency of every window row in seconds, epoch of the last row's write)."""
     lat = np.array(
-        [w.timestamp() - s.timestamp() - end_ms / 1000.0 for end_ms, w, s in rows], dtype=float
+        [w.timestamp() - s.timestamp() - end_ms / 1000.0 for *_, end_ms, w, s in rows], dtype=float
     )
-    last = max((w.timestamp() for _, w, _ in rows), default=float("nan"))
+    last = max((r.created_at.timestamp() for r in rows), default=float("nan"))
     return lat, last
 
 
@@ -140,33 +146,21 @@ async def _window_timings(bootstrap: str, ids: set[str]) -> dict[tuple, dict[str
     return out
 
 
-def _latency_parts(engine: Any, bootstrap: str, ids: list[str]) -> dict[str, dict[str, float]]:
+def _latency_parts(rows: list[Any], timings: dict[tuple, dict[str, float]]) -> dict[str, Any]:
     """Each window's latency in three parts, p50 and p95 of each: ``to_worker`` (the audio's
     end to the worker taking the micro-batch that completes the window: ingest, the audio
     topic hop, batch gathering, waiting behind earlier batches), ``in_worker`` (stages and
     inference of that batch), ``to_row`` (the windows topic hop, persistence batching and the
-    database write)."""
-    import sqlalchemy as sa
-
-    from callsense.storage.schema import Call, EmotionWindow
-
-    timings = asyncio.run(_window_timings(bootstrap, set(ids)))
-    q = (
-        sa.select(EmotionWindow.call_id, EmotionWindow.speaker, EmotionWindow.start_ms,
-                  EmotionWindow.end_ms, EmotionWindow.created_at, Call.started_at)
-        .join(Call, Call.call_id == EmotionWindow.call_id)
-        .where(EmotionWindow.call_id.in_(ids))
-    )  # fmt: skip
+    database write). ``rows``: :func:`_window_rows`; ``timings``: :func:`_window_timings`."""
     parts: dict[str, list[float]] = {"to_worker": [], "in_worker": [], "to_row": []}
-    with engine.connect() as conn:
-        for cid, spk, start_ms, end_ms, written, started in conn.execute(q):
-            t = timings.get((cid, spk, start_ms))
-            if t is None:
-                continue
-            spoken = started.timestamp() + end_ms / 1000.0
-            parts["to_worker"].append(t["batch_at"] - spoken)
-            parts["in_worker"].append(t["emitted_at"] - t["batch_at"])
-            parts["to_row"].append(written.timestamp() - t["emitted_at"])
+    for cid, spk, start_ms, end_ms, written, started in rows:
+        t = timings.get((cid, spk, start_ms))
+        if t is None:
+            continue
+        spoken = started.timestamp() + end_ms / 1000.0
+        parts["to_worker"].append(t["batch_at"] - spoken)
+        parts["in_worker"].append(t["emitted_at"] - t["batch_at"])
+        parts["to_row"].append(written.timestamp() - t["emitted_at"])
     return {
         k: {"p50": round(float(np.percentile(v, 50)), 3),
             "p95": round(float(np.percentile(v, 95)), 3)}
@@ -232,8 +226,9 @@ def one_run(
             )
             ended = wait_for_summaries(engine, ids, 600, poll_s=0.25)
             wall = time.time() - t0
-            lat, last = _latencies(engine, ids)
-            parts = _latency_parts(engine, broker.bootstrap, ids)
+            rows = _window_rows(engine, ids)
+            lat, last = _latencies(rows)
+            parts = _latency_parts(rows, asyncio.run(_window_timings(broker.bootstrap, set(ids))))
             cpu = [(_proc_cpu_s(p.pid) - cpu0[p.pid]) / wall for p in procs]
             rss = [_proc_peak_rss_mb(p.pid) for p in procs]
             broker_cores = (sum(_proc_cpu_s(pid) for pid in broker.pids) - broker_cpu0) / wall

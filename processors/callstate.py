@@ -169,7 +169,7 @@ class CallContext:
         self.total_samples = 0  # at the call's input rate, end of the furthest chunk seen
         self.ended = False
         self.ended_ts: float | None = None
-        # reorder buffer: seq -> raw chunk JSON (None = dead-lettered), and a call_end that
+        # reorder buffer: seq -> raw chunk message (None = dead-lettered), and a call_end that
         # arrived before all of its chunks (brokers may redeliver out of order after recovery)
         self.waiting: dict[str, bytes | None] = {}
         # the same chunks decoded, kept in memory only (a restored call decodes them again)
@@ -245,12 +245,18 @@ def encode_state(ctx: CallContext) -> bytes:
     return STATE_TAG + _compact(head) + b"\n" + _compact(ctx.to_state())
 
 
+def _head_end(stored: Any) -> int | None:
+    """Where the header line of a checkpoint written by :func:`encode_state` ends, else None."""
+    if isinstance(stored, bytes | bytearray) and stored.startswith(STATE_TAG):
+        return stored.index(b"\n", len(STATE_TAG))
+    return None
+
+
 def state_head(stored: Stored) -> dict[str, Any]:
     """``next_seq`` and ``ended`` of a stored state, without decoding the whole state."""
     if isinstance(stored, CallContext):
         return {"next_seq": stored.next_seq, "ended": stored.ended}
-    if isinstance(stored, bytes | bytearray) and stored.startswith(STATE_TAG):
-        end = stored.index(b"\n", len(STATE_TAG))
+    if (end := _head_end(stored)) is not None:
         return json.loads(stored[len(STATE_TAG) : end])
     d = decode_state(stored)
     return {"next_seq": d.get("next_seq"), "ended": bool(d.get("ended"))}
@@ -260,8 +266,7 @@ def decode_state(stored: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
     """The state dict of a checkpoint (also of one written as plain JSON, before the tag)."""
     if isinstance(stored, Mapping):
         return dict(stored)
-    if isinstance(stored, bytes | bytearray) and stored.startswith(STATE_TAG):
-        end = stored.index(b"\n", len(STATE_TAG))
+    if (end := _head_end(stored)) is not None:
         return json.loads(stored[end + 1 :])
     return json.loads(stored)
 
@@ -461,13 +466,14 @@ class CallProcessor:
                         ts = ev.ts or time.time()  # a chunk without ts: arrival time
                         ctx.last_audio_ts = max(ctx.last_audio_ts, ts)
                         self.watermark_ts = max(self.watermark_ts, ts)
-                        reason, audio = self._check(ctx, ev)
+                        reason = self._check(ctx, ev)
                         if reason:
                             dead(msg, reason, cid)
-                        raw = msg.value.encode() if isinstance(msg.value, str) else msg.value
-                        ctx.waiting[str(ev.seq)] = None if reason else bytes(raw or b"")
-                        if audio is not None:
-                            ctx.decoded[str(ev.seq)] = (ev, audio)
+                            ctx.waiting[str(ev.seq)] = None
+                        else:
+                            raw = msg.value.encode() if isinstance(msg.value, str) else msg.value
+                            ctx.waiting[str(ev.seq)] = bytes(raw)
+                            ctx.decoded[str(ev.seq)] = (ev, ev.samples())
                         if ev.seq > ctx.next_seq:
                             res.stats["reordered"] += 1
                         self._drain(ctx, pending, after, res, force=False)
@@ -534,22 +540,20 @@ class CallProcessor:
         return now - self.last_input_at > timeout and now - ctx.last_audio_ts > timeout
 
     # ---------------------------------------------------------------- chunk helpers
-    def _check(self, ctx: CallContext, ev: AudioChunk) -> tuple[str | None, Any]:
-        """Why this chunk cannot be used (None if it can), and its decoded samples."""
+    def _check(self, ctx: CallContext, ev: AudioChunk) -> str | None:
+        """Why this chunk cannot be used in its call (None if it can); its payload was
+        checked when it was parsed."""
         if ev.sample_rate != ctx.start.sample_rate:
             return (
                 f"sample rate changed mid-call: chunk seq {ev.seq} is {ev.sample_rate} Hz, "
                 f"call started at {ctx.start.sample_rate} Hz"
-            ), None
+            )
         if ev.channels != ctx.start.channels:
             return (
                 f"channel count changed mid-call: chunk seq {ev.seq} has {ev.channels}, "
                 f"call started with {ctx.start.channels}"
-            ), None
-        try:
-            return None, ev.samples()
-        except BadEvent as exc:
-            return exc.reason, None
+            )
+        return None
 
     def _drain(
         self,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from callsense.processors.callstate import CallContext, Stored, encode_state
+from callsense.processors.callstate import CallContext, Stored, encode_state, state_head
 
 #: how often stored states of calls this worker does not hold are looked at (adoption)
 ADOPT_EVERY_S = 5.0
@@ -107,8 +107,6 @@ class Checkpointer:
         """Every ``ADOPT_EVERY_S``: checkpoints of calls still active but not in ``live`` (the
         processor's contexts), after a restart or a rebalance, so idle ones can end as
         abandoned; between those times, nothing."""
-        from callsense.processors.callstate import state_head
-
         if time.monotonic() - self._adopted_at < ADOPT_EVERY_S:
             return {}
         self._adopted_at = time.monotonic()
