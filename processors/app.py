@@ -58,6 +58,7 @@ from callsense.processors.events import (
     DEADLETTER_TOPIC,
     SUMMARIES_TOPIC,
     WINDOWS_TOPIC,
+    DeadLetterFilter,
     deadletter_event,
     dumps,
 )
@@ -117,9 +118,14 @@ class Sender:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.tracked: set[str] = set()
+        self.deadletters = DeadLetterFilter()
 
     async def knows(self, name: str) -> None:
         await track_topic(self.app.producer._ensure_producer(), name, self.tracked)
+
+    async def send_deadletters(self, topic: Any, letters: list[dict[str, Any]]) -> None:
+        """Send the dead letters not already sent for the same record (a rebalance replay)."""
+        await self.send_all(topic, self.deadletters.fresh(letters))
 
     async def send_all(self, topic: Any, events: list[dict[str, Any]]) -> None:
         """Send in order (keyed by call id) and wait until the broker acknowledged every one."""
@@ -230,7 +236,7 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
             if out["kind"] == "window":
                 out["timing"] = timing
         await sender.send_all(windows_topic, res.outputs)
-        await sender.send_all(deadletter_topic, res.deadletters)
+        await sender.send_deadletters(deadletter_topic, res.deadletters)
         checkpoints.record(events, res.states)
         if checkpoints.due() or any(o["kind"] == "call_ended" for o in res.outputs):
             await checkpoints.commit()
@@ -277,7 +283,7 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
                 if admitted:
                     summaries, bad = await _persist(loop, db_executor, writer, admitted)
                     await sender.send_all(summaries_topic, summaries)
-                    await sender.send_all(deadletter_topic, bad)
+                    await sender.send_deadletters(deadletter_topic, bad)
             except Exception:
                 _fatal("persisting windows failed")
             for e in admitted:
@@ -295,7 +301,7 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
                 dl = deadletter_event("alerts", f"alert engine rejected the event: {exc}",
                                       m.value, topic=m.topic, partition=m.partition,
                                       offset=m.offset)  # fmt: skip
-                await sender.send_all(deadletter_topic, [dl])
+                await sender.send_deadletters(deadletter_topic, [dl])
                 continue
             if handled is None:
                 continue
@@ -322,7 +328,7 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
                     msg = Message.from_alert_event(AlertEvent.from_json(json.loads(event.value)))
                 except (ValueError, KeyError, TypeError) as exc:
                     dl = deadletter_event("webhooks", f"unreadable alert event: {exc}", event.value)
-                    await sender.send_all(deadletter_topic, [dl])
+                    await sender.send_deadletters(deadletter_topic, [dl])
                     continue
                 event.message.incref()  # committed once every endpoint is done with it
                 await dispatcher.submit(msg, on_done=event.ack)

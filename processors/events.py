@@ -440,6 +440,37 @@ def deadletter_event(
     }
 
 
+class DeadLetterFilter:
+    """Drops dead letters this process already sent for the same input record.
+
+    Delivery is at-least-once: a rebalance re-reads records from the committed offset, and a bad
+    one is rejected again. A dead letter's identity is (stage, topic, partition, offset); the
+    last ``capacity`` identities are remembered. After a restart repeats can still reach the
+    topic, so its readers dedupe by the same identity.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self.sent: dict[tuple[Any, ...], None] = {}  # insertion-ordered: oldest first
+        self.dropped = 0
+
+    def fresh(self, letters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for dl in letters:
+            if dl.get("offset") is None:  # no source record to recognise it by
+                out.append(dl)
+                continue
+            ident = (dl["stage"], dl.get("topic"), dl.get("partition"), dl["offset"])
+            if ident in self.sent:
+                self.dropped += 1
+                continue
+            self.sent[ident] = None
+            out.append(dl)
+        while len(self.sent) > self.capacity:
+            del self.sent[next(iter(self.sent))]
+        return out
+
+
 # --------------------------------------------------------------------------- topic creation
 
 

@@ -295,6 +295,9 @@ def test_bad_input_goes_to_deadletter_other_call_unaffected(
     assert "whole number" in bad_reasons
     assert "sample rate changed mid-call" in bad_reasons
     assert len(reasons["bad-call"]) == 3
+    # one worker, never restarted: a record re-read after a rebalance is not dead-lettered twice
+    idents = [(d["stage"], d["topic"], d["partition"], d["offset"]) for d in dead]
+    assert len(set(idents)) == len(idents)
     assert any("unknown call" in r for r in reasons.get("ghost", []))
     assert any("not JSON" in r for r in reasons.get(None, []))
     assert "good-call" not in reasons
