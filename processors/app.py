@@ -327,7 +327,10 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
                 try:
                     msg = Message.from_alert_event(AlertEvent.from_json(json.loads(event.value)))
                 except (ValueError, KeyError, TypeError) as exc:
-                    dl = deadletter_event("webhooks", f"unreadable alert event: {exc}", event.value)
+                    m = event.message
+                    dl = deadletter_event("webhooks", f"unreadable alert event: {exc}", m.value,
+                                          topic=m.topic, partition=m.partition,
+                                          offset=m.offset)  # fmt: skip
                     await sender.send_deadletters(deadletter_topic, [dl])
                     continue
                 event.message.incref()  # committed once every endpoint is done with it

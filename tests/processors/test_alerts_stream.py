@@ -11,33 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from callsense.processors.events import (  # noqa: E402
-    ALERTS_TOPIC,  # noqa: E402
-    DEADLETTER_TOPIC,
-    WINDOWS_TOPIC,
-    CallStart,
-    call_ended_event,
-    call_started_event,
-    dumps,
-    window_event,
-)
+from callsense.processors.events import ALERTS_TOPIC, DEADLETTER_TOPIC, WINDOWS_TOPIC, dumps
 from support.streaming import Worker, base_env, db_scalar, produce, read_topic, wait_for  # noqa: E402
-from support.webhooks import SECRET, Receiver  # noqa: E402
+from support.webhooks import SECRET, Receiver, angry_call  # noqa: E402
 
 from callsense.kafka_broker import KafkaCluster  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CALL = "alert-stream-1"
-
-
-def _window(i: int, label: str) -> dict:
-    probs = {"angry": 0.05, "happy": 0.05, "neutral": 0.05, "sad": 0.05, label: 0.85}
-    return window_event({
-        "call_id": CALL, "speaker": "ch1", "role": "customer", "start_ms": i * 1000,
-        "end_ms": i * 1000 + 3000, "label": label, "raw_label": label, "confidence": 0.85,
-        "uncertain": False, "probabilities": probs, "smoothed_label": label,
-        "smoothed_probabilities": probs,
-    })  # fmt: skip
 
 
 def test_worker_raises_stores_publishes_and_delivers_alerts(
@@ -52,12 +33,7 @@ def test_worker_raises_stores_publishes_and_delivers_alerts(
         )  # fmt: skip
         worker = Worker(env, tmp_path / "worker.log").start()
         try:
-            start = CallStart(CALL, 16000, 2, agent_id="agent-7", customer_id="cust-42",
-                              queue="billing")  # fmt: skip
-            events = [call_started_event(start, [("ch0", "agent", 0), ("ch1", "customer", 1)])]
-            events += [_window(i, "angry") for i in range(8)]
-            events += [call_ended_event(CALL, 11.0, {"ch0": 0.0, "ch1": 10.0}, 0.0)]
-            msgs = [(CALL.encode(), dumps(e)) for e in events]
+            msgs = [(CALL.encode(), dumps(e)) for e in angry_call(CALL)]
             msgs.insert(3, (CALL.encode(), b'{"kind": "window", "call_id": "x", "label": 1'))
             produce(broker.bootstrap, msgs, WINDOWS_TOPIC)
 

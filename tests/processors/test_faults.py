@@ -1,20 +1,27 @@
-"""Fault suite (``make test-faults``; minutes, so not part of ``make test``).
+"""Fault suite (``make test-faults``; minutes, so not part of ``make test``). Each test prints
+what it expected and what it counted.
 
-The worker is SIGKILLed ten times at random moments while three stereo calls stream in slowly
-through Apache Kafka (KRaft, one node; checkpoints every 500 ms); a new worker starts after each
-kill. Every call must end with exactly the windows offline analysis computes for its audio: none
-lost, none written twice, same labels and probabilities. The test prints what it expected and
-what it counted.
+SIGKILL loop: the worker is SIGKILLed ten times at random moments while three stereo calls
+stream in slowly through Apache Kafka (KRaft, one node; checkpoints every 500 ms); a new worker
+starts after each kill. Every call must end with exactly the windows offline analysis computes
+for its audio: none lost, none written twice, same labels and probabilities.
+
+Webhook outage: alerts go to a healthy, a hanging and a down endpoint for ten minutes, with a
+worker SIGKILL in the middle; each alert event reaches every answering endpoint once by id, the
+healthy one within 2 s.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from callsense.processors.events import ALERTS_TOPIC, WINDOWS_TOPIC, dumps
 from support.streaming import (
     Worker,
     assert_same_windows,
@@ -23,8 +30,11 @@ from support.streaming import (
     db_scalar,
     db_windows,
     ingest_call,
+    produce,
+    read_topic,
     wait_for,
 )
+from support.webhooks import SECRET, Receiver, angry_call
 
 from callsense.settings import Settings
 
@@ -93,3 +103,77 @@ def test_ten_worker_sigkills_lose_and_duplicate_no_window(
     logs = sorted(tmp_path.glob("worker*.log"))
     for rows in stored.values():
         assert_same_windows(rows, offline, logs)
+
+
+OUTAGE_S = float(os.environ.get("FAULTS_WEBHOOK_OUTAGE_S", "600"))  # the Must show: 10 minutes
+HOOK_CALLS = 6  # three raised before the worker SIGKILL, three after; each raises and resolves
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_alerts_reach_a_receiver_down_ten_minutes_once_and_a_hanging_one_delays_nobody(
+    database_url: str, kafka: Any, tmp_path: Path
+) -> None:
+    """Three webhook endpoints behind the real worker and Apache Kafka: one healthy, one that
+    never answers (every attempt times out), one down (connection refused) for ``OUTAGE_S``;
+    the worker is SIGKILLed half-way through the outage. Every alert event must reach the
+    healthy endpoint within 2 s of being raised, and the endpoint that was down exactly once
+    by id after it came back."""
+    healthy = Receiver().__enter__()
+    hanging = Receiver(hang_s=3600).__enter__()
+    with Receiver() as gone:  # reserve a port, then close it: connection refused
+        down_port, down_url = gone.port, gone.url
+    env = base_env(
+        kafka.bootstrap, database_url, tmp_path / "data", CALLSENSE_BROKER_KIND="kafka",
+        CALLSENSE_WEBHOOK_URL=f"{healthy.url},{hanging.url},{down_url}",
+        CALLSENSE_WEBHOOK_SECRET=SECRET, CALLSENSE_WEBHOOK_TIMEOUT_S="5",
+    )  # fmt: skip
+    calls = [f"hook-outage-{i}" for i in range(HOOK_CALLS)]
+    began = time.time()
+    worker = Worker(env, tmp_path / "worker0.log").start()
+    down = None
+    story = []
+    try:
+        wait_for(lambda: "Worker ready" in worker.log(), 120, "worker ready", worker)
+        for half, batch in enumerate((calls[:3], calls[3:])):
+            for cid in batch:
+                produce(kafka.bootstrap, [(cid.encode(), dumps(e)) for e in angry_call(cid)],
+                        WINDOWS_TOPIC)  # fmt: skip
+            n = 2 * len(calls[: 3 * (half + 1)])
+            wait_for(lambda n=n: len(healthy.accepted) == n, 120, f"{n} at healthy", worker)
+            story.append(f"{time.time() - began:5.0f} s: {n} alert events at the healthy endpoint")
+            if half == 0:  # SIGKILL half-way through the outage, then a new worker
+                time.sleep(max(0.0, began + OUTAGE_S / 2 - time.time()))
+                worker.kill()
+                story.append(f"{time.time() - began:5.0f} s: worker SIGKILLed")
+                worker = Worker(env, tmp_path / "worker1.log").start()
+                wait_for(lambda w=worker: "Worker ready" in w.log(), 120, "worker 2 ready", worker)
+        time.sleep(max(0.0, began + OUTAGE_S - time.time()))
+        down = Receiver(port=down_port).__enter__()
+        back = time.time()
+        story.append(f"{back - began:5.0f} s: the endpoint that was down listens again")
+        wait_for(lambda: len(down.accepted) == 2 * HOOK_CALLS, 300, "every event after", worker)
+        time.sleep(5)  # anything sent twice would arrive now
+        alerts = read_topic(kafka.bootstrap, ALERTS_TOPIC)
+    finally:
+        worker.stop()
+        for r in (healthy, hanging, down):
+            if r is not None:
+                r.__exit__()
+    raised = {a["event_id"]: datetime.fromisoformat(a["occurred_at"]).timestamp() for a in alerts}
+    delays = [healthy.accepted_at[i] - raised[i] for i in raised]
+    print("\n".join(story))
+    print(
+        f"alert events: expected {2 * HOOK_CALLS}, on the topic {len(raised)}; healthy endpoint "
+        f"{len(healthy.accepted)} ids, each {sorted(set(healthy.accepted.values()))} time(s), "
+        f"delay after raise max {max(delays):.2f} s, median {sorted(delays)[len(delays) // 2]:.2f}"
+        f" s; hanging endpoint {hanging.arrived} attempts, none answered; down for "
+        f"{back - began:.0f} s: {len(down.accepted)} ids, each "
+        f"{sorted(set(down.accepted.values()))} time(s), the last "
+        f"{max(down.accepted_at.values()) - back:.1f} s after it came back"
+    )
+    assert len(raised) == 2 * HOOK_CALLS
+    assert healthy.accepted == {i: 1 for i in raised} == down.accepted
+    assert max(delays) < 2.0
+    assert back - began >= OUTAGE_S
+    assert all(r["valid"] for r in down.requests + healthy.requests)
+    assert hanging.arrived >= 2 * HOOK_CALLS // 2 and not hanging.requests  # tried, never answered
