@@ -96,6 +96,25 @@ class Settings(BaseSettings):
         description="A call with no audio for this long ends as 'abandoned' (summary written, "
         "its alerts resolved), also when its producer died without a call_end.",
     )
+    max_call_s: float = Field(
+        4 * 3600.0,
+        gt=0,
+        description="Longest call analysed: audio past it is dead-lettered and the call ends as "
+        "'truncated' (a line left open must not hold a worker for ever).",
+    )
+    max_chunk_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="Largest audio chunk message accepted (4 s of 16 kHz stereo PCM16); larger "
+        "ones are dead-lettered. A call's reorder buffer always holds at least one such chunk.",
+    )
+    max_calls_per_worker: int | None = Field(
+        None,
+        ge=1,
+        description="Live calls one worker takes; a call_start beyond it is dead-lettered with "
+        "the reason, and so is that call's audio (empty: no cap; size it with `callsense bench "
+        "pipeline`).",
+    )
     worker_session_timeout_s: float = Field(
         10.0,
         gt=0,

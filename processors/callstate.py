@@ -284,6 +284,10 @@ class CallProcessor:
         self.classifier = classifier
         self.live: dict[str, CallContext] = {}
         self.idle_timeout_s = float(settings.call_idle_timeout_s)
+        self.max_call_s = float(settings.max_call_s)
+        self.max_chunk_bytes = int(settings.max_chunk_bytes)
+        self.max_calls = settings.max_calls_per_worker
+        self.refused: dict[str, None] = {}  # calls refused at capacity (newest last, bounded)
         # idleness is judged on producer time: a worker catching up on a backlog sees other
         # calls' chunks move the watermark on, and only a quiet input means a quiet call
         self.watermark_ts = 0.0  # newest producer ts of any chunk processed here
@@ -450,12 +454,22 @@ class CallProcessor:
                         else:
                             dead(msg, f"call id {cid!r} is already in use", cid)
                         continue
+                    if self.max_calls and self.live_calls() >= self.max_calls:
+                        self._refuse(cid)
+                        reason = (
+                            f"worker at capacity: {self.live_calls()} live calls "
+                            f"(CALLSENSE_MAX_CALLS_PER_WORKER={self.max_calls})"
+                        )
+                        dead(msg, reason, cid)
+                        continue
                     ctx = self._new_context(ev)
                     touch(ctx)
                     before.setdefault(cid, []).append(call_started_event(ev, ctx.speakers))
                     res.stats["calls_started"] += 1
                 elif isinstance(ev, AudioChunk):
-                    if ctx is None:
+                    if ctx is None and cid in self.refused:
+                        dead(msg, f"chunk of call {cid!r}, refused at capacity", cid)
+                    elif ctx is None:
                         dead(msg, f"chunk for unknown call {cid!r} (no call_start seen)", cid)
                     elif ev.seq < ctx.next_seq or str(ev.seq) in ctx.waiting:
                         res.stats["duplicates"] += 1
@@ -466,7 +480,9 @@ class CallProcessor:
                         ts = ev.ts or time.time()  # a chunk without ts: arrival time
                         ctx.last_audio_ts = max(ctx.last_audio_ts, ts)
                         self.watermark_ts = max(self.watermark_ts, ts)
-                        reason = self._check(ctx, ev)
+                        if self._past_max_call(ev):
+                            self._truncate(ctx, ev)
+                        reason = self._check(ctx, ev, len(msg.value))
                         if reason:
                             dead(msg, reason, cid)
                             ctx.waiting[str(ev.seq)] = None
@@ -478,7 +494,9 @@ class CallProcessor:
                             res.stats["reordered"] += 1
                         self._drain(ctx, pending, after, res, force=False)
                 elif isinstance(ev, CallEnd):
-                    if ctx is None:
+                    if ctx is None and cid in self.refused:
+                        dead(msg, f"call_end of call {cid!r}, refused at capacity", cid)
+                    elif ctx is None:
                         dead(msg, f"call_end for unknown call {cid!r}", cid)
                     elif ctx.ended or ctx.end_event is not None:
                         res.stats["duplicates"] += 1
@@ -540,9 +558,46 @@ class CallProcessor:
         return now - self.last_input_at > timeout and now - ctx.last_audio_ts > timeout
 
     # ---------------------------------------------------------------- chunk helpers
-    def _check(self, ctx: CallContext, ev: AudioChunk) -> str | None:
+    def live_calls(self) -> int:
+        return sum(1 for c in self.live.values() if not c.ended)
+
+    def _refuse(self, cid: str) -> None:
+        self.refused[cid] = None
+        while len(self.refused) > 10_000:
+            del self.refused[next(iter(self.refused))]
+
+    def max_chunk(self, ctx: CallContext) -> int:
+        """Largest chunk message ``ctx`` takes: one must fit its reorder buffer on its own, or
+        a large chunk arriving early would make the call give up the chunks before it."""
+        return min(self.max_chunk_bytes, self.reorder_bytes(ctx) * 3 // 4)
+
+    def _past_max_call(self, ev: AudioChunk) -> bool:
+        return ev.start_sample >= self.max_call_s * ev.sample_rate
+
+    def _truncate(self, ctx: CallContext, ev: AudioChunk) -> None:
+        """End a call whose audio runs past ``max_call_s`` after the chunks before ``ev``."""
+        if ctx.end_event is None:
+            log.warning("call %s: longer than %.0f s; ending it as truncated",
+                        ctx.start.call_id, self.max_call_s)  # fmt: skip
+            ctx.end_event = {"call_id": ctx.start.call_id, "last_seq": ev.seq - 1,
+                             "ts": ev.ts or time.time(), "status": "truncated",
+                             "total_samples": ctx.total_samples}  # fmt: skip
+            ctx.end_waiting_since = time.time()
+
+    def _check(self, ctx: CallContext, ev: AudioChunk, size: int) -> str | None:
         """Why this chunk cannot be used in its call (None if it can); its payload was
         checked when it was parsed."""
+        if self._past_max_call(ev):
+            return (
+                f"call longer than CALLSENSE_MAX_CALL_S ({self.max_call_s:.0f} s): chunk seq "
+                f"{ev.seq} starts at {ev.start_sample / ev.sample_rate:.0f} s; the call ends as "
+                "'truncated'"
+            )
+        if size > self.max_chunk(ctx):
+            return (
+                f"chunk seq {ev.seq} is {size} bytes, more than this call takes "
+                f"({self.max_chunk(ctx)}; CALLSENSE_MAX_CHUNK_BYTES={self.max_chunk_bytes})"
+            )
         if ev.sample_rate != ctx.start.sample_rate:
             return (
                 f"sample rate changed mid-call: chunk seq {ev.seq} is {ev.sample_rate} Hz, "

@@ -365,8 +365,9 @@ def call_ended_event(
     status: str = "ended",
 ) -> dict[str, Any]:
     """``speakers``: every speaker of the call (a diarized mono call's call_started cannot
-    list them up front: they are found as the call goes). ``status``: ended, or abandoned
-    (no audio for CALLSENSE_CALL_IDLE_TIMEOUT_S and no call_end)."""
+    list them up front: they are found as the call goes). ``status``: ended, abandoned
+    (no audio for CALLSENSE_CALL_IDLE_TIMEOUT_S and no call_end) or truncated (audio past
+    CALLSENSE_MAX_CALL_S)."""
     d: dict[str, Any] = {
         "kind": "call_ended",
         "call_id": call_id,

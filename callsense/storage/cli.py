@@ -181,7 +181,9 @@ def _redact(url: str) -> str:
 @click.option("--customer", default=None, help="Customer id.")
 @click.option("--queue", default=None, help="Queue.")
 @click.option(
-    "--status", type=click.Choice(["active", "ended", "abandoned", "failed"]), default=None
+    "--status",
+    type=click.Choice(["active", "ended", "abandoned", "truncated", "failed"]),
+    default=None,
 )
 @click.option("--min-anger-share", type=float, default=None, help="Minimum anger share 0-1.")
 @click.option("--alerted/--not-alerted", default=None, help="Only calls with / without alerts.")

@@ -49,7 +49,7 @@ def _as_utc(v: datetime | None) -> datetime | None:
     return v
 
 
-CallStatus = Literal["active", "ended", "abandoned", "failed"]
+CallStatus = Literal["active", "ended", "abandoned", "truncated", "failed"]
 
 
 class CallQuery(BaseModel):

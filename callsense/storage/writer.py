@@ -121,7 +121,7 @@ def ensure_call(session: Session, call_id: str) -> None:
     )
 
 
-ENDED_STATUSES = ("ended", "abandoned")
+ENDED_STATUSES = ("ended", "abandoned", "truncated")
 
 
 def end_call(session: Session, ev: dict[str, Any]) -> dict[str, Any]:

@@ -255,3 +255,75 @@ def test_a_call_without_audio_ends_as_abandoned_also_after_a_restart(
     res = fresh.process([], {})
     assert [o["status"] for o in res.outputs if o["kind"] == "call_ended"] == ["abandoned"]
     assert res.states["gone"].ended and res.stats["calls_abandoned"] == 1
+
+
+def _tone(channels: int, n: int, seed: int = 2) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal((channels, n))).astype(np.float32)
+
+
+def test_an_oversize_chunk_is_refused_and_never_costs_the_chunks_before_it(
+    classifier: BatchClassifier,
+) -> None:
+    """An oversize chunk arriving before seq 0 used to fill the reorder buffer on its own and
+    make the call give seq 0 up. It is dead-lettered instead; seq 0 is used, seq 1 is a gap."""
+    p = CallProcessor(Settings(max_chunk_bytes=64 * 1024), classifier)
+    big = AudioChunk.from_array("big", 1, 4000, 16000, _tone(2, 16000 * 2))  # 128 kB
+    msgs = [CallStart("big", 16000, 2).encode(), big.encode(),
+            AudioChunk.from_array("big", 0, 0, 16000, _tone(2, 4000)).encode(),
+            AudioChunk.from_array("big", 2, 36000, 16000, _tone(2, 4000)).encode()]  # fmt: skip
+    res = p.process([Incoming(m, b"big", "t", 0, i) for i, m in enumerate(msgs)], {})
+    assert [d["offset"] for d in res.deadletters] == [1]
+    assert "more than this call takes (65536; CALLSENSE_MAX_CHUNK_BYTES=65536)" in (
+        res.deadletters[0]["reason"]
+    )
+    assert res.stats["chunks"] == 2 and res.stats.get("missing_chunks", 0) == 0
+    assert res.states["big"].next_seq == 3
+
+
+def test_a_diarized_call_takes_only_chunks_its_reorder_buffer_holds(
+    classifier: BatchClassifier,
+) -> None:
+    settings = Settings(diarization_mono=True)
+    p = CallProcessor(settings, classifier)
+    start = CallStart("mono", 16000, 1)
+    ctx = p._new_context(start)
+    assert p.max_chunk(ctx) == p.reorder_bytes(ctx) * 3 // 4 < settings.max_chunk_bytes
+    assert p.max_chunk(ctx) > len(AudioChunk.from_array("mono", 0, 0, 16000,
+                                                        _tone(1, 16000)).encode())  # 1 s fits
+
+
+def test_a_call_past_the_maximum_length_ends_as_truncated(classifier: BatchClassifier) -> None:
+    p = CallProcessor(Settings(max_call_s=1.0), classifier)
+    msgs = [CallStart("long", 16000, 2).encode()]
+    msgs += [AudioChunk.from_array("long", s, s * 4000, 16000, _tone(2, 4000, s)).encode()
+             for s in range(6)]  # fmt: skip  # 1.5 s: seqs 4 and 5 start at or past 1 s
+    res = p.process([Incoming(m, b"long", "t", 0, i) for i, m in enumerate(msgs)], {})
+    ended = [o for o in res.outputs if o["kind"] == "call_ended"]
+    assert [o["status"] for o in ended] == ["truncated"] and ended[0]["duration_s"] == 1.0
+    reasons = [d["reason"] for d in res.deadletters]
+    assert len(reasons) == 2 and "CALLSENSE_MAX_CALL_S (1 s): chunk seq 4" in reasons[0]
+    later = AudioChunk.from_array("long", 6, 24000, 16000, _tone(2, 4000)).encode()
+    res = p.process([Incoming(later, b"long", "t", 0, 7)], dict(res.states))  # as checkpointed
+    assert "after call_end" in res.deadletters[0]["reason"]
+
+
+def test_calls_beyond_the_worker_cap_are_dead_lettered_whole(classifier: BatchClassifier) -> None:
+    p = CallProcessor(Settings(max_calls_per_worker=2), classifier)
+    msgs = []
+    for cid in ("one", "two", "three"):
+        chunk = AudioChunk.from_array(cid, 0, 0, 16000, _tone(2, 4000))
+        msgs += [(cid, CallStart(cid, 16000, 2).encode()), (cid, chunk.encode())]
+    msgs.append(("three", CallEnd("three", 0, 4000).encode()))
+    res = p.process([Incoming(m, c.encode(), "t", 0, i) for i, (c, m) in enumerate(msgs)], {})
+    reasons = [(d["call_id"], d["reason"]) for d in res.deadletters]
+    assert reasons == [
+        ("three", "worker at capacity: 2 live calls (CALLSENSE_MAX_CALLS_PER_WORKER=2)"),
+        ("three", "chunk of call 'three', refused at capacity"),
+        ("three", "call_end of call 'three', refused at capacity"),
+    ]
+    assert sorted(p.live) == ["one", "two"]
+    # once a call ends, a new one is taken
+    batch = [Incoming(CallEnd("one", 0, 4000).encode(), b"one", "t", 0, 20),
+             Incoming(CallStart("four", 16000, 2).encode(), b"four", "t", 0, 21)]  # fmt: skip
+    res = p.process(batch, {"one": res.states["one"]})
+    assert res.deadletters == [] and p.live_calls() == 2
