@@ -177,6 +177,7 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
     from callsense.processors.callstate import CallProcessor, Incoming
     from callsense.processors.checkpoint import Checkpointer
     from callsense.processors.inference import BatchClassifier
+    from callsense.processors.poison import CrashLedger, RecordCrash, run_guarded
     from callsense.processors.webhooks import deliverer_from_settings
 
     from callsense.storage.alerts import AlertStore
@@ -219,6 +220,7 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
     alert_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
     deliverer = deliverer_from_settings(settings, alert_store.session_factory)
     health = Heartbeat(app, writer, db_executor, processor, admission)
+    crashes = CrashLedger(settings.data_dir / "crash-ledger.json")  # poison-record guard
     batch_lock = asyncio.Lock()  # one state-machine step at a time (agent batches, timer)
     app.callsense = {"classifier": classifier, "processor": processor, "writer": writer}
 
@@ -230,7 +232,10 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
         states.update({m.key.decode("utf-8", "replace"): checkpoints.stored(m.key)
                        for m in batch if m.key})  # fmt: skip
         started = time.time()
-        res = await classifier.run(processor.process, batch, states)
+        try:
+            res = await classifier.run(processor.process, batch, states)
+        except Exception as exc:  # charged to these records (processors/poison.py)
+            raise RecordCrash(f"processing offsets {_offsets(batch)} raised {exc!r}") from exc
         timing = {"batch_at": round(started, 3), "emitted_at": round(time.time(), 3)}
         for out in res.outputs:  # when the worker took the batch and had its windows
             if out["kind"] == "window":
@@ -243,6 +248,16 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
         if res.stats:
             log.info("audio batch: %s offsets %s", dict(res.stats), _offsets(batch))
 
+    async def poisoned(e: Any, n: int) -> None:
+        """A record that crashed the worker ``n`` times: dead-lettered, acked with the rest."""
+        m = e.message
+        dl = deadletter_event("processor", f"processing this record crashed the worker {n} "
+                              "times; skipped", m.value, call_id=(m.key or b"").decode("utf-8",
+                              "replace") or None, topic=m.topic, partition=m.partition,
+                              offset=m.offset)  # fmt: skip
+        await sender.send_deadletters(deadletter_topic, [dl])
+        checkpoints.record([e], {})
+
     # ---- agent 1: audio → windows (and dead letters) ----------------------------------------
     @app.agent(audio_topic, name="process_audio")
     async def process_audio(stream: Any) -> None:
@@ -254,7 +269,7 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
             try:
                 if admitted:
                     async with batch_lock:
-                        await step(admitted)
+                        await run_guarded(crashes, admitted, _record_key, step, poisoned)
             except Exception:  # never let the batch be acked: crash, restart, replay
                 _fatal("audio batch failed")
 
@@ -478,6 +493,11 @@ async def _write_with_retry(
         return summaries
 
     return await _retry_db(attempt)
+
+
+def _record_key(e: Any) -> tuple[str, int, int]:
+    m = e.message
+    return (m.topic, int(m.partition), int(m.offset))
 
 
 def _offsets(batch: list[Any]) -> dict[int, str]:
