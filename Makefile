@@ -47,7 +47,7 @@ test: install system-deps kafka lint
 
 # the fault suite (minutes): worker SIGKILL loop on Apache Kafka; prints expected vs counted
 test-faults: install system-deps kafka
-	$(PY) -m pytest -m faults -s -ra
+	$(PY) -m pytest -m "faults or fault_suite" -s -ra
 
 bench: install
 	$(VENV)/bin/callsense bench all --out bench-results

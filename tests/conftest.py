@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-
-from callsense.broker import free_port
+from support.postgres import ThrowAwayPostgres
 
 if TYPE_CHECKING:
     from callsense.kafka_broker import KafkaCluster
@@ -28,84 +24,6 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "ravdess" / "MANIFEST.csv").exists():
         pytest.skip(f"shared data not found at {SHARED_DATA} (set CALLSENSE_SHARED_DATA)")
     return SHARED_DATA
-
-
-class ThrowAwayPostgres:
-    """A PostgreSQL cluster of the test session's own: initdb in a temporary directory, a free
-    port on 127.0.0.1, trust authentication, no fsync; ``stop()`` stops it and removes it.
-
-    Debian installs the server binaries under /usr/lib/postgresql/<major>/bin (``make test``
-    installs the package when they are missing). initdb refuses to run as root, so as root the
-    cluster belongs to the ``postgres`` user that the package creates.
-    """
-
-    def __init__(self) -> None:
-        self.bin = self._bin_dir()
-        self.dir = Path(tempfile.mkdtemp(prefix="callsense-pg-"))
-        self.port = free_port()
-        self.user = None
-        if os.geteuid() == 0:
-            import pwd
-
-            try:
-                entry = pwd.getpwnam("postgres")
-            except KeyError as exc:
-                raise RuntimeError(
-                    "running as root needs the 'postgres' user of Debian's "
-                    "postgresql package to own the test cluster"
-                ) from exc
-            self.user = entry.pw_name
-            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
-
-    @staticmethod
-    def _bin_dir() -> Path:
-        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                       key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
-                       else 0)  # fmt: skip
-        if found:
-            return found[-1].parent
-        initdb = shutil.which("initdb")
-        if initdb:
-            return Path(initdb).resolve().parent
-        raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found: install "
-                           "Debian's 'postgresql' package (make test does)")  # fmt: skip
-
-    def _run(self, *args: str) -> None:
-        done = subprocess.run([str(self.bin / args[0]), *args[1:]], user=self.user,
-                              capture_output=True, text=True, cwd=self.dir)  # fmt: skip
-        if done.returncode != 0:
-            log = self.dir / "server.log"
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{args[0]} failed: {done.stdout}{done.stderr}{tail}")
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/test"
-
-    def start(self) -> ThrowAwayPostgres:
-        data = self.dir / "data"
-        self._run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                  "--no-sync")  # fmt: skip
-        options = (
-            f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
-        self._run("pg_ctl", "-D", str(data), "-o", options, "-l", str(self.dir / "server.log"),
-                  "-w", "-t", "60", "start")  # fmt: skip
-        import sqlalchemy as sa
-
-        admin = sa.create_engine(self.url.rsplit("/", 1)[0] + "/postgres",
-                                 isolation_level="AUTOCOMMIT")  # fmt: skip
-        with admin.connect() as conn:
-            conn.execute(sa.text("CREATE DATABASE test"))
-        admin.dispose()
-        return self
-
-    def stop(self) -> None:
-        try:
-            self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,7 @@ def leader_of(bootstrap: str, topic: str, partition: int) -> int | None:
     return asyncio.run(ask())
 
 
+@pytest.mark.fault_suite  # also run by make test-faults
 def test_call_survives_sigkill_of_its_partition_leader(
     database_url: str, kafka3: KafkaCluster, shared_data: Path, tmp_path: Path
 ) -> None:

@@ -242,6 +242,7 @@ def _poison_key(value: bytes) -> bytes:
     return m.group(1) if m else b"junk"
 
 
+@pytest.mark.fault_suite  # also run by make test-faults
 def test_bad_input_goes_to_deadletter_other_call_unaffected(
     kafka: KafkaCluster, stereo_call: Path, offline: list, tmp_path: Path
 ) -> None:
@@ -274,11 +275,23 @@ def test_bad_input_goes_to_deadletter_other_call_unaffected(
         ], AUDIO_TOPIC)  # fmt: skip
         # every malformed event kind the parser knows, keyed as a producer would key it
         produce(kafka.bootstrap, [(_poison_key(v), v) for v, _reason in POISON], AUDIO_TOPIC)
+        # a keyless chunk, and an oversize chunk that arrives before the chunk it follows
+        big, kb = "big-call", b"big-call"
+        huge = (0.1 * rng.standard_normal((2, 80_000))).astype(np.float32)  # 5 s: 320 kB
+        produce(kafka.bootstrap, [
+            (None, _chunk(bad, 5, 20000, tone)),
+            (kb, CallStart(big, 16000, 2).encode()),
+            (kb, _chunk(big, 1, 4000, huge)),
+            (kb, _chunk(big, 0, 0, tone)),
+            (kb, _chunk(big, 2, 84000, tone)),
+            (kb, CallEnd(big, 2, 88000).encode()),
+        ], AUDIO_TOPIC)  # fmt: skip
 
         out, err = good.communicate(timeout=120)
         assert good.returncode == 0, err
-        done = "SELECT count(*) FROM call_summaries WHERE call_id IN ('good-call', 'bad-call')"
-        wait_for(lambda: db_scalar(url, done) == 2, 180, "both calls ended", worker)
+        done = ("SELECT count(*) FROM call_summaries "
+                "WHERE call_id IN ('good-call', 'bad-call', 'big-call')")  # fmt: skip
+        wait_for(lambda: db_scalar(url, done) == 3, 180, "every call ended", worker)
         stored = db_windows(url, "good-call")
         alive = worker.alive()
     finally:
@@ -301,12 +314,17 @@ def test_bad_input_goes_to_deadletter_other_call_unaffected(
     assert any("unknown call" in r for r in reasons.get("ghost", []))
     assert any("not JSON" in r for r in reasons.get(None, []))
     assert "good-call" not in reasons
+    assert any("no key" in r for r in reasons.get(None, []))
+    assert len(reasons["big-call"]) == 1 and "more than this call takes" in reasons["big-call"][0]
     # the poison matrix: each kind dead-lettered with its own reason, the worker alive throughout
     poisoned = [d["reason"] for d in dead if d["call_id"] in ("c", None)]
     for _value, reason in POISON:
         assert any(re.search(reason, r) for r in poisoned), reason
-    kinds = len(POISON) + 5  # + corrupt base64, torn frames, rate change, unknown call, junk
+    kinds = len(POISON) + 7  # + corrupt base64, torn frames, rate change, unknown call, junk,
+    # keyless, oversize
     print(f"poison kinds: {kinds}, dead letters: {len(dead)}, worker alive: {alive}")
     assert kinds >= 15 and alive
     # the bad call itself kept going: its good chunks were processed and it ended normally
     assert db_scalar(url, "SELECT status FROM calls WHERE call_id = 'bad-call'") == "ended"
+    # the oversize chunk was refused alone (the unit test shows chunk 0 is still used)
+    assert db_scalar(url, "SELECT status FROM calls WHERE call_id = 'big-call'") == "ended"
