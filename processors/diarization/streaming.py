@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 GRID_S = 0.01  # output frame length (s)
 GRID_SAMPLES = int(round(GRID_S * SAMPLE_RATE))
 AGENT_RULES = ("first", "second", "none")
+#: a chunk (10 s) whose RMS is below this (-60 dBFS: digital silence, hold, comfort noise) has
+#: no active speaker and is not segmented, so silence costs almost nothing; 0.2 s of quiet
+#: speech (-35 dBFS) in it is enough to lift it to -52 dBFS
+SILENT_RMS = 10 ** (-60 / 20)
 
 
 class SpeakerSegment(NamedTuple):
@@ -285,7 +289,10 @@ class StreamingDiarizer:
         cfg = self.config
         chunk = self._chunk(end)
         start = end - self.buffer_samples
-        probs = self.models.segmentation(chunk)[: self._num_frames]  # (F, 3)
+        if np.sqrt(np.mean(np.square(chunk))) < SILENT_RMS:
+            probs = np.zeros((self._num_frames, 3))
+        else:
+            probs = self.models.segmentation(chunk)[: self._num_frames]  # (F, 3)
         valid_frames = (start / SAMPLE_RATE + self._chunk_centers) >= 0.0
         probs = probs * valid_frames[:, None]
         # local speakers active where this chunk labels frames (its focus)

@@ -125,6 +125,27 @@ def test_silence_gets_no_speaker(models, shared_data):
         assert segments == [] and diarizer.turns == []
 
 
+def test_silence_is_not_segmented_and_speech_is(models, shared_data, monkeypatch):
+    """Analysis time follows speech: a silent chunk (hold, comfort noise below -60 dBFS RMS)
+    skips the segmentation model; a chunk with speech in it does not."""
+    calls = []
+    cls = type(models.segmentation)
+    segment = cls.__call__
+
+    def counting(self, chunk):
+        calls.append(float(np.sqrt(np.mean(np.square(chunk)))))
+        return segment(self, chunk)
+
+    monkeypatch.setattr(cls, "__call__", counting)
+    rng = np.random.default_rng(0)
+    hum = (rng.standard_normal(120 * SR) * 10 ** (-63 / 20)).astype(np.float32)  # -63 dBFS
+    d = StreamingDiarizer(models, DiarizerConfig())
+    d.push(hum)
+    assert calls == [] and d.num_speakers == 0
+    d.push(_clips(shared_data, "ravdess_03", 2)[0])
+    assert len(calls) > 0 and min(calls) >= 10 ** (-60 / 20)  # each one had speech in it
+
+
 def test_overlap_is_kept_out_of_segments(models, shared_data):
     wav = shared_data / "diarization/ami_pyannote/sample.wav"
     audio = sf.read(str(wav), dtype="float32")[0]
