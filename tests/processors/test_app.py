@@ -94,3 +94,25 @@ async def test_worker_consumer_fetches_with_the_configured_wait(tmp_path: Path) 
         assert consumer._fetch_max_wait_ms == 120
     finally:
         await consumer.stop()
+
+
+async def test_static_group_membership_under_noida_and_when_configured(tmp_path: Path) -> None:
+    """noida-db never drops a killed member from its group: the worker's consumer joins with a
+    static instance id there (and wherever CALLSENSE_WORKER_INSTANCE_ID is set), not elsewhere."""
+    from callsense.processors.app import create_app
+
+    from callsense.settings import Settings
+
+    base = {"kafka_bootstrap": "127.0.0.1:1", "data_dir": tmp_path, "app_id": "cs-a",
+            "database_url": f"sqlite:///{tmp_path}/x.db"}  # fmt: skip
+    for extra, expected in [
+        ({"broker_kind": "noida"}, "cs-a-worker"),
+        ({"broker_kind": "kafka"}, None),
+        ({"broker_kind": "kafka", "worker_instance_id": "pod-3"}, "pod-3"),
+    ]:
+        app = create_app(Settings(**base, **extra))
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            assert consumer._group_instance_id == expected, extra
+        finally:
+            await consumer.stop()

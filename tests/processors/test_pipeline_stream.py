@@ -83,18 +83,18 @@ def _broker(kind: str, tmp_path: Path):
 
 @pytest.fixture
 def restart_broker(request: pytest.FixtureRequest, tmp_path: Path):
-    """The broker named by the test's parameter (Apache Kafka, or Tansu as a smoke test: of the
-    embedded brokers only Tansu readmits a restarted worker; noida-db keeps the dead member)."""
+    """The broker named by the test's parameter: Apache Kafka, or an embedded one (Tansu, and
+    noida-db, which readmits a restarted worker only through static group membership)."""
     if request.param == "kafka":
         yield request.getfixturevalue("kafka")
     else:
         yield from _broker(request.param, tmp_path)
 
 
-# Apache Kafka on both databases; the embedded Tansu once, on SQLite
+# Apache Kafka on both databases; the embedded brokers once each, on SQLite
 RESTART_MATRIX = pytest.mark.parametrize(
     ("database_url", "restart_broker"),
-    [("sqlite", "kafka"), ("postgresql", "kafka"), ("sqlite", "tansu")],
+    [("sqlite", "kafka"), ("postgresql", "kafka"), ("sqlite", "tansu"), ("sqlite", "noida")],
     indirect=True,
 )
 
