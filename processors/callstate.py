@@ -474,7 +474,10 @@ class CallProcessor:
                     elif ev.seq < ctx.next_seq or str(ev.seq) in ctx.waiting:
                         res.stats["duplicates"] += 1
                     elif ctx.ended:
-                        dead(msg, f"chunk seq {ev.seq} after call_end of {cid!r}", cid)
+                        why = f"chunk seq {ev.seq} after call_end of {cid!r}"
+                        if (ctx.end_event or {}).get("status") == "truncated":
+                            why += " (ended as truncated: longer than CALLSENSE_MAX_CALL_S)"
+                        dead(msg, why, cid)
                     else:
                         touch(ctx)
                         ts = ev.ts or time.time()  # a chunk without ts: arrival time
