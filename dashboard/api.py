@@ -25,10 +25,12 @@ from callsense.storage.search import (
     ID_PATTERN,
     AlertQuery,
     CallQuery,
+    DeliveryQuery,
     call_detail,
     calls_csv,
     search_alerts,
     search_calls,
+    search_deliveries,
 )
 
 log = logging.getLogger(__name__)
@@ -157,6 +159,15 @@ def make_api(
             return _error(400, str(exc))
         with session_factory() as s:
             return jsonify(search_alerts(s, q))
+
+    @bp.get("/webhooks/deliveries")
+    def deliveries() -> Any:
+        try:
+            q = parse_query(DeliveryQuery, request.args)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        with session_factory() as s:
+            return jsonify(search_deliveries(s, q))
 
     @bp.post("/alerts/<alert_id>/ack")
     def ack(alert_id: str) -> Any:
@@ -310,6 +321,13 @@ def openapi_document() -> dict[str, Any]:
 
     nullable_str = {"type": ["string", "null"]}
     nullable_num = {"type": ["number", "null"]}
+    delivery = {"type": "object", "required": ["event_id", "url", "attempt", "ok", "created_at"],
+                "properties": {"event_id": {"type": "string"}, "alert_id": nullable_str,
+                               "url": {"type": "string"}, "attempt": {"type": "integer"},
+                               "ok": {"type": "boolean"},
+                               "status_code": {"type": ["integer", "null"]},
+                               "error": nullable_str,
+                               "created_at": {"type": "string"}}}  # fmt: skip
     live_call = {
         "type": "object",
         "properties": {
@@ -448,6 +466,17 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/webhooks/deliveries": {
+                "get": {
+                    "operationId": "searchWebhookDeliveries",
+                    "summary": "Webhook delivery attempts, newest first.",
+                    "parameters": _params(DeliveryQuery),
+                    "responses": {
+                        "200": _json_response("A page of attempts", "DeliveryPage"),
+                        **common,
+                    },
+                }
+            },
             "/api/alerts/{alert_id}/ack": {
                 "post": {
                     "operationId": "acknowledgeAlert",
@@ -532,6 +561,8 @@ def openapi_document() -> dict[str, Any]:
                 "Ack": ack,
                 "CallPage": page("Call"),
                 "AlertPage": page("Alert"),
+                "Delivery": delivery,
+                "DeliveryPage": page("Delivery"),
                 "LiveCall": live_call,
                 "LivePage": {
                     "type": "object",

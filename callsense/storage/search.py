@@ -22,7 +22,14 @@ from sqlalchemy import Float, and_, case, cast, func, literal, select, true
 from sqlalchemy.orm import Session
 
 from callsense.storage.alerts import _aware, alert_to_dict
-from callsense.storage.schema import Alert, Call, CallSummary, EmotionWindow, Speaker
+from callsense.storage.schema import (
+    Alert,
+    Call,
+    CallSummary,
+    EmotionWindow,
+    Speaker,
+    WebhookDelivery,
+)
 
 ID_PATTERN = r"^[A-Za-z0-9_.:@+\-]{1,128}$"
 MAX_LIMIT = 500
@@ -338,4 +345,43 @@ def search_alerts(session: Session, q: AlertQuery) -> dict[str, Any]:
         "limit": q.limit,
         "offset": q.offset,
         "items": [alert_to_dict(a) for a in rows],
+    }
+
+
+class DeliveryQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    alert_id: str | None = Field(None, pattern=ID_PATTERN, description="Only this alert.")
+    ok: bool | None = Field(None, description="Only accepted (true) or failed (false) attempts.")
+    limit: int = Field(100, ge=1, le=MAX_LIMIT, description="Page size.")
+    offset: int = Field(0, ge=0, le=10_000_000, description="Rows to skip.")
+
+
+def search_deliveries(session: Session, q: DeliveryQuery) -> dict[str, Any]:
+    """Webhook delivery attempts, newest first (one row per endpoint and attempt)."""
+    conds = []
+    if q.alert_id:
+        conds.append(WebhookDelivery.alert_id == q.alert_id)
+    if q.ok is not None:
+        conds.append(WebhookDelivery.ok.is_(q.ok))
+    stmt = select(WebhookDelivery).where(and_(true(), *conds))
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(WebhookDelivery.id.desc()).limit(q.limit).offset(q.offset))
+    return {
+        "total": int(total),
+        "limit": q.limit,
+        "offset": q.offset,
+        "items": [
+            {
+                "event_id": r.event_id,
+                "alert_id": r.alert_id,
+                "url": r.url,
+                "attempt": r.attempt,
+                "ok": bool(r.ok),
+                "status_code": r.status_code,
+                "error": r.error,
+                "created_at": _aware(r.created_at).isoformat(),
+            }
+            for r in rows
+        ],
     }

@@ -277,8 +277,23 @@ def test_acknowledgement_is_delivered_as_a_signed_webhook(dashboard_factory) -> 
             time.sleep(0.05)
         httpx.post(served.url + "/api/alerts/al_test1/ack", json={"by": "kim"}, headers=AUTH)
         time.sleep(0.3)
+        # the delivery state is in the API too, in the shape the OpenAPI document gives
+        attempts = httpx.get(served.url + "/api/webhooks/deliveries?alert_id=al_test1",
+                             headers=AUTH).json()  # fmt: skip
+        failed = httpx.get(served.url + "/api/webhooks/deliveries?ok=false", headers=AUTH).json()
+        doc = httpx.get(served.url + "/api/openapi.json").json()
+        bad = httpx.get(served.url + "/api/webhooks/deliveries?limit=0", headers=AUTH)
+        anonymous = httpx.get(served.url + "/api/webhooks/deliveries")
     finally:
         recv.close()
+    import jsonschema
+
+    page = {**doc["components"]["schemas"]["DeliveryPage"], "components": doc["components"]}
+    jsonschema.validate(attempts, page)
+    got = [(a["attempt"], a["ok"], a["status_code"]) for a in attempts["items"]]
+    assert got == [(1, True, 200)], got
+    assert attempts["items"][0]["url"].startswith(recv.url)
+    assert failed["total"] == 0 and bad.status_code == 400 and anonymous.status_code == 401
     assert len(recv.got) == 1  # the second acknowledgement changed nothing and sent nothing
     msg_id, body = recv.got[0]
     assert msg_id.startswith("msg_") and body["type"] == "alert.acknowledged"

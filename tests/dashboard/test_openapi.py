@@ -59,13 +59,14 @@ def test_real_responses_validate_against_the_document(api: httpx.Client) -> None
         api.get("/api/live", headers=AUTH),
         api.get("/api/health", headers=AUTH),
         api.post(f"/api/alerts/{alert_id}/ack", json={"by": "lead-1"}, headers=AUTH),
+        api.get("/api/webhooks/deliveries", headers=AUTH),
         # errors the document promises
         api.get("/api/calls"),  # 401
         api.get("/api/calls", params={"limit": "many"}, headers=AUTH),  # 400
         api.get("/api/calls/no-such-call", headers=AUTH),  # 404
     ]
     statuses = [r.status_code for r in checked]
-    assert statuses == [200, 200, 200, 200, 200, 200, 200, 200, 401, 400, 404], statuses
+    assert statuses == [200, 200, 200, 200, 200, 200, 200, 200, 200, 401, 400, 404], statuses
     for resp in checked:
         _check(doc, resp)
 
@@ -76,7 +77,7 @@ def test_operations_are_named_and_webhook_payloads_match_the_document(api: httpx
 
     doc = api.get("/api/openapi.json").json()
     ops = [op["operationId"] for path in doc["paths"].values() for op in path.values()]
-    assert len(ops) == len(set(ops)) == 6
+    assert len(ops) == len(set(ops)) == 7
     hook = doc["webhooks"]["alertEvent"]["post"]
     assert {p["name"] for p in hook["parameters"]} == {"webhook-id", "webhook-timestamp",
                                                        "webhook-signature"}  # fmt: skip
