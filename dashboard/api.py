@@ -151,23 +151,21 @@ def make_api(
         ]
         return jsonify({"total": len(items), "items": items})
 
-    @bp.get("/alerts")
-    def alerts() -> Any:
+    def _search(model: type[BaseModel], search: Callable[[Any, Any], Any]) -> Any:
         try:
-            q = parse_query(AlertQuery, request.args)
+            q = parse_query(model, request.args)
         except ValueError as exc:
             return _error(400, str(exc))
         with session_factory() as s:
-            return jsonify(search_alerts(s, q))
+            return jsonify(search(s, q))
+
+    @bp.get("/alerts")
+    def alerts() -> Any:
+        return _search(AlertQuery, search_alerts)
 
     @bp.get("/webhooks/deliveries")
     def deliveries() -> Any:
-        try:
-            q = parse_query(DeliveryQuery, request.args)
-        except ValueError as exc:
-            return _error(400, str(exc))
-        with session_factory() as s:
-            return jsonify(search_deliveries(s, q))
+        return _search(DeliveryQuery, search_deliveries)
 
     @bp.post("/alerts/<alert_id>/ack")
     def ack(alert_id: str) -> Any:
