@@ -252,11 +252,9 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
 
     async def poisoned(e: Any, n: int) -> None:
         """A record that crashed the worker ``n`` times: dead-lettered, acked with the rest."""
-        m = e.message
-        dl = deadletter_event("processor", f"processing this record crashed the worker {n} "
-                              "times; skipped", m.value, call_id=(m.key or b"").decode("utf-8",
-                              "replace") or None, topic=m.topic, partition=m.partition,
-                              offset=m.offset)  # fmt: skip
+        key = e.message.key or b""
+        dl = _deadletter_for(e.message, "processor", f"processing this record crashed the "
+                             f"worker {n} times; skipped", key.decode("utf-8", "replace") or None)
         await sender.send_deadletters(deadletter_topic, [dl])
         checkpoints.record([e], {})
 
@@ -315,9 +313,7 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
             try:
                 handled = alert_engine.handle(alert_state.get(m.key), m.value)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                dl = deadletter_event("alerts", f"alert engine rejected the event: {exc}",
-                                      m.value, topic=m.topic, partition=m.partition,
-                                      offset=m.offset)  # fmt: skip
+                dl = _deadletter_for(m, "alerts", f"alert engine rejected the event: {exc}")
                 await sender.send_deadletters(deadletter_topic, [dl])
                 continue
             if handled is None:
@@ -344,10 +340,8 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
                 try:
                     msg = Message.from_alert_event(AlertEvent.from_json(json.loads(event.value)))
                 except (ValueError, KeyError, TypeError) as exc:
-                    m = event.message
-                    dl = deadletter_event("webhooks", f"unreadable alert event: {exc}", m.value,
-                                          topic=m.topic, partition=m.partition,
-                                          offset=m.offset)  # fmt: skip
+                    dl = _deadletter_for(event.message, "webhooks",
+                                         f"unreadable alert event: {exc}")  # fmt: skip
                     await sender.send_deadletters(deadletter_topic, [dl])
                     continue
                 event.message.incref()  # committed once every endpoint is done with it
@@ -377,18 +371,24 @@ class Heartbeat:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.started = datetime.now(UTC)
 
+    async def _in_db(self, write: Callable[[Any], None], failed: str) -> None:
+        """``write(session)`` in one transaction on the database thread; a failure is logged
+        (the database may be down: the next heartbeat or start tries again)."""
+
+        def run() -> None:
+            with self.writer.sessions.begin() as s:
+                write(s)
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.executor, run)
+        except Exception as exc:
+            log.warning("%s: %s", failed, exc)
+
     async def forget_gone_workers(self) -> None:
         """Workers gone for a day leave no rows behind."""
         from callsense.storage.health import forget_stale
 
-        def forget() -> None:
-            with self.writer.sessions.begin() as s:
-                forget_stale(s)
-
-        try:
-            await asyncio.get_running_loop().run_in_executor(self.executor, forget)
-        except Exception as exc:  # the database may be down: the next start tries again
-            log.warning("old heartbeats not removed: %s", exc)
+        await self._in_db(forget_stale, "old heartbeats not removed")
 
     async def beat(self) -> None:
         from callsense.storage.health import beat
@@ -408,16 +408,11 @@ class Heartbeat:
                 lag = None
                 continue
             lag += max(0, int(high) - int(expected.get(tp, high)))
-        live = sum(not c.ended for c in self.processor.live.values())
-
-        def write() -> None:
-            with self.writer.sessions.begin() as s:
-                beat(s, self.worker_id, self.started, live, len(audio_tps), lag)
-
-        try:
-            await asyncio.get_running_loop().run_in_executor(self.executor, write)
-        except Exception as exc:  # the database may be down: the banner will say so
-            log.warning("heartbeat not written: %s", exc)
+        live = self.processor.live_calls()
+        await self._in_db(
+            lambda s: beat(s, self.worker_id, self.started, live, len(audio_tps), lag),
+            "heartbeat not written",  # the dashboard's banner will say so
+        )
 
 
 async def _persist(
@@ -433,10 +428,7 @@ async def _persist(
                 raise ValueError("not an event object with a call_id")
             good.append(ev)
         except ValueError as exc:
-            bad.append(deadletter_event("persist", f"unreadable windows event: {exc}",
-                                        e.message.value, topic=e.message.topic,
-                                        partition=e.message.partition,
-                                        offset=e.message.offset))  # fmt: skip
+            bad.append(_deadletter_for(e.message, "persist", f"unreadable windows event: {exc}"))
     summaries = await _write_with_retry(loop, executor, writer, good, bad)
     return summaries, bad
 
@@ -495,6 +487,14 @@ async def _write_with_retry(
         return summaries
 
     return await _retry_db(attempt)
+
+
+def _deadletter_for(
+    message: Any, stage: str, reason: str, call_id: str | None = None
+) -> dict[str, Any]:
+    """The dead letter of a consumed record: its value, and where it was read from."""
+    return deadletter_event(stage, reason, message.value, call_id=call_id, topic=message.topic,
+                            partition=message.partition, offset=message.offset)  # fmt: skip
 
 
 def _record_key(e: Any) -> tuple[str, int, int]:

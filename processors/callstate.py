@@ -454,10 +454,10 @@ class CallProcessor:
                         else:
                             dead(msg, f"call id {cid!r} is already in use", cid)
                         continue
-                    if self.max_calls and self.live_calls() >= self.max_calls:
+                    if self.max_calls and (n_live := self.live_calls()) >= self.max_calls:
                         self._refuse(cid)
                         reason = (
-                            f"worker at capacity: {self.live_calls()} live calls "
+                            f"worker at capacity: {n_live} live calls "
                             f"(CALLSENSE_MAX_CALLS_PER_WORKER={self.max_calls})"
                         )
                         dead(msg, reason, cid)
@@ -596,10 +596,10 @@ class CallProcessor:
                 f"{ev.seq} starts at {ev.start_sample / ev.sample_rate:.0f} s; the call ends as "
                 "'truncated'"
             )
-        if size > self.max_chunk(ctx):
+        if size > (limit := self.max_chunk(ctx)):
             return (
                 f"chunk seq {ev.seq} is {size} bytes, more than this call takes "
-                f"({self.max_chunk(ctx)}; CALLSENSE_MAX_CHUNK_BYTES={self.max_chunk_bytes})"
+                f"({limit}; CALLSENSE_MAX_CHUNK_BYTES={self.max_chunk_bytes})"
             )
         if ev.sample_rate != ctx.start.sample_rate:
             return (
