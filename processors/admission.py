@@ -197,7 +197,7 @@ class Admission:
 
     async def seek(self, tp: Any, offset: int) -> None:
         try:
-            await self.app.consumer.seek(tp, offset)
+            await seek_on_consumer_thread(self.app.consumer, tp, offset)
         except Exception as exc:  # noqa: BLE001 - the guard asks again after its retry time
             log.warning("seek of %s to %d failed: %r", tp, offset, exc)
 
@@ -222,9 +222,23 @@ class Admission:
                     offset = max(int(start[tp] or 0), 0)
                 elif offset is None or offset <= 0:
                     continue  # a table changelog: Faust's recovery owns its position
-                await consumer.seek(tp, offset)  # sets Faust's read offset too
+                await seek_on_consumer_thread(consumer, tp, offset)
                 if tp.topic in self.streams:
                     self.guard.start(tp, offset)
             log.info("recovery done: partitions sought to their committed offsets again")
         except Exception as exc:  # noqa: BLE001 - e.g. a new rebalance began: it seeks again
             log.warning("seek to committed offsets after recovery failed: %r", exc)
+
+
+async def seek_on_consumer_thread(consumer: Any, tp: Any, offset: int) -> None:
+    """Seek ``tp`` to ``offset`` on the thread that owns the Kafka client, then set Faust's read
+    offset as ``Consumer.seek`` does. Faust's own seek mutates aiokafka's fetcher from the event
+    loop's thread while the consumer thread iterates it (a worker crashed with ``KeyError`` in
+    ``Fetcher.fetched_records``); aiokafka is not thread-safe."""
+    thread = getattr(consumer, "_thread", None)
+    if thread is None:  # a consumer without a client thread: its seek is already safe
+        await consumer.seek(tp, offset)
+        return
+    client = thread._ensure_consumer()
+    await thread.call_thread(client.seek, tp, offset)
+    consumer._read_offset[tp] = offset if offset else None

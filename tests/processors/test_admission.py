@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from types import SimpleNamespace
 
-from callsense.processors.admission import OffsetGuard, Verdict, faust_gap
+from callsense.processors.admission import OffsetGuard, Verdict, faust_gap, seek_on_consumer_thread
+from mode.threads import QueueServiceThread
 
 TP = ("callsense.audio", 2)
 
@@ -129,3 +131,35 @@ def test_faust_gap_for_offsets_absent_from_the_log_lets_the_commit_pass():
 
     assert commit(correct=False) is None  # stuck before the absent offsets
     assert commit(correct=True) == 9
+
+
+def test_seek_runs_on_the_kafka_client_thread_and_sets_the_read_offset():
+    """aiokafka is not thread-safe: a seek from the event loop's thread races the consumer
+    thread's fetch (a worker crashed with KeyError in Fetcher.fetched_records)."""
+
+    class Client:
+        seeks: list = []
+
+        def seek(self, tp, offset):
+            self.seeks.append((tp, offset, threading.get_ident()))
+
+    class ClientThread(QueueServiceThread):
+        client = Client()
+
+        def _ensure_consumer(self):
+            return self.client
+
+    async def run():
+        thread = ClientThread()
+        await thread.start()
+        try:
+            consumer = SimpleNamespace(_thread=thread, _read_offset={})
+            await seek_on_consumer_thread(consumer, TP, 41)
+            return consumer._read_offset, thread._thread.ident
+        finally:
+            await thread.stop()
+
+    read_offset, client_thread = asyncio.run(run())
+    assert Client.seeks == [(TP, 41, client_thread)]
+    assert client_thread != threading.get_ident()
+    assert read_offset == {TP: 41}
