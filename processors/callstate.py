@@ -211,7 +211,7 @@ class CallContext:
 
 #: stored call state as the agent hands it over: the live context (not yet checkpointed), a
 #: checkpoint as the changelog holds it (:func:`encode_state`), its decoded dict, or None
-Stored = Any
+Stored = CallContext | bytes | str | Mapping[str, Any] | None
 
 #: a checkpoint: this tag, one JSON line with the call id and how far the state got, then the
 #: state as JSON; the line lets a reader compare a cached call without parsing the state
