@@ -124,41 +124,32 @@ async def _measured(
 
 def _arrived(bootstrap: str, ids: set[str]) -> dict[str, dict[str, Any]]:
     """Per call on the audio topic: chunks, samples, contiguous sequence, call_end totals."""
-    from aiokafka import AIOKafkaConsumer
     from callsense.processors.events import (
         AUDIO_TOPIC,
         AudioChunk,
         CallEnd,
         parse_audio_event,
+        read_records,
     )
 
     async def read() -> dict[str, dict[str, Any]]:
-        c = AIOKafkaConsumer(AUDIO_TOPIC, bootstrap_servers=bootstrap,
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             group_id=None, fetch_max_bytes=50 << 20)  # fmt: skip
-        await c.start()
         out: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + 120
-        try:  # until every call's end is read (or two minutes: then the rest counts as lost)
-            while time.monotonic() < deadline and not all(
-                out.get(i, {}).get("end") for i in ids
-            ):
-                batch = await c.getmany(timeout_ms=1000, max_records=5000)
-                for records in batch.values():
-                    for r in records:
-                        e = parse_audio_event(r.value)
-                        if e.call_id not in ids:
-                            continue
-                        d = out.setdefault(e.call_id, {"chunks": 0, "samples": 0, "seqs": [],
-                                                       "end": None})  # fmt: skip
-                        if isinstance(e, AudioChunk):
-                            d["chunks"] += 1
-                            d["seqs"].append(e.seq)
-                            d["samples"] += e.n_samples
-                        elif isinstance(e, CallEnd):
-                            d["end"] = asdict(e)
-        finally:
-            await c.stop()
+        # until every call's end is read (or two minutes: then the rest counts as lost)
+        records = read_records(
+            bootstrap, AUDIO_TOPIC, poll_ms=1000, timeout_s=120, fetch_max_bytes=50 << 20,
+            done=lambda: all(out.get(i, {}).get("end") for i in ids),
+        )  # fmt: skip
+        async for r in records:
+            e = parse_audio_event(r.value)
+            if e.call_id not in ids:
+                continue
+            d = out.setdefault(e.call_id, {"chunks": 0, "samples": 0, "seqs": [], "end": None})
+            if isinstance(e, AudioChunk):
+                d["chunks"] += 1
+                d["seqs"].append(e.seq)
+                d["samples"] += e.n_samples
+            elif isinstance(e, CallEnd):
+                d["end"] = asdict(e)
         return out
 
     return asyncio.run(read())

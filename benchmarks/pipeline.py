@@ -124,25 +124,13 @@ def _latencies(rows: list[Any]) -> tuple[np.ndarray, float]:
 async def _window_timings(bootstrap: str, ids: set[str]) -> dict[tuple, dict[str, float]]:
     """(call_id, speaker, start_ms) -> the worker's ``timing`` of every window event of ``ids``
     on the windows topic."""
-    from aiokafka import AIOKafkaConsumer
-    from callsense.processors.events import WINDOWS_TOPIC
+    from callsense.processors.events import WINDOWS_TOPIC, read_records
 
-    c = AIOKafkaConsumer(WINDOWS_TOPIC, bootstrap_servers=bootstrap, group_id=None,
-                         auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
-    await c.start()
     out: dict[tuple, dict[str, float]] = {}
-    try:
-        idle = 0
-        while idle < 3:
-            batch = await c.getmany(timeout_ms=500, max_records=5000)
-            idle = 0 if batch else idle + 1
-            for records in batch.values():
-                for r in records:
-                    e = json.loads(r.value)
-                    if e.get("kind") == "window" and e.get("call_id") in ids and "timing" in e:
-                        out[(e["call_id"], e["speaker"], e["start_ms"])] = e["timing"]
-    finally:
-        await c.stop()
+    async for r in read_records(bootstrap, WINDOWS_TOPIC):
+        e = json.loads(r.value)
+        if e.get("kind") == "window" and e.get("call_id") in ids and "timing" in e:
+            out[(e["call_id"], e["speaker"], e["start_ms"])] = e["timing"]
     return out
 
 

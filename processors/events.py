@@ -29,7 +29,7 @@ import binascii
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -529,3 +529,44 @@ def ensure_topics(bootstrap: str, settings: Settings) -> list[str]:
     import asyncio
 
     return asyncio.run(ensure_topics_async(bootstrap, settings))
+
+
+async def read_records(
+    bootstrap: str,
+    topic: str,
+    *,
+    idle_polls: int = 3,
+    poll_ms: int = 500,
+    timeout_s: float | None = None,
+    done: Callable[[], bool] | None = None,
+    **consumer_options: Any,
+) -> AsyncIterator[Any]:
+    """Every record of ``topic`` from the beginning (no consumer group, nothing committed), until
+    ``idle_polls`` polls in a row return nothing, ``timeout_s`` passes, or ``done()`` is true.
+    With ``done`` given, empty polls do not stop the reading (records may still be on the way)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        **consumer_options,
+    )
+    await consumer.start()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        idle = 0
+        while deadline is None or time.monotonic() < deadline:
+            if done is not None and done():
+                return
+            if done is None and idle >= idle_polls:
+                return
+            batch = await consumer.getmany(timeout_ms=poll_ms, max_records=5000)
+            idle = 0 if batch else idle + 1
+            for records in batch.values():
+                for record in records:
+                    yield record
+    finally:
+        await consumer.stop()

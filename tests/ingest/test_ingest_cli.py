@@ -63,23 +63,10 @@ def test_usage_errors(tmp_path: Path) -> None:
 
 
 def _read_all(bootstrap: str) -> list:
-    from aiokafka import AIOKafkaConsumer
+    from callsense.processors.events import read_records
 
     async def run() -> list:
-        c = AIOKafkaConsumer(AUDIO_TOPIC, bootstrap_servers=bootstrap,
-                             auto_offset_reset="earliest", group_id=None)  # fmt: skip
-        await c.start()
-        out = []
-        try:
-            idle = 0
-            while idle < 3:
-                batch = await c.getmany(timeout_ms=400)
-                idle = 0 if batch else idle + 1
-                for msgs in batch.values():
-                    out += msgs
-        finally:
-            await c.stop()
-        return out
+        return [r async for r in read_records(bootstrap, AUDIO_TOPIC, poll_ms=400)]
 
     return asyncio.run(run())
 

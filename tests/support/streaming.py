@@ -220,32 +220,11 @@ def event_dict(value: bytes) -> dict[str, Any]:
 def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list[dict[str, Any]]:
     """Every message of ``topic`` (all partitions, from the beginning) as a dict
     (:func:`event_dict`)."""
-    from aiokafka import AIOKafkaConsumer
+    from callsense.processors.events import read_records
 
     async def run() -> list[dict[str, Any]]:
-        consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            group_id=None,
-        )
-        await consumer.start()
-        out: list[dict[str, Any]] = []
-        try:
-            deadline = time.monotonic() + timeout
-            idle = 0
-            while time.monotonic() < deadline and idle < 3:
-                batch = await consumer.getmany(timeout_ms=500)
-                if not batch:
-                    idle += 1
-                    continue
-                idle = 0
-                for msgs in batch.values():
-                    out += [event_dict(m.value) for m in msgs]
-        finally:
-            await consumer.stop()
-        return out
+        records = read_records(bootstrap, topic, timeout_s=timeout)
+        return [event_dict(r.value) async for r in records]
 
     return asyncio.run(run())
 
