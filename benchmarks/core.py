@@ -12,14 +12,18 @@ It becomes ``callsense bench diarize`` and is part of ``callsense bench all``; e
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +121,74 @@ def start_cli(
             raise RuntimeError(f"callsense {args[0]} did not start:\n" + log.read_text()[-3000:])
         time.sleep(0.2)
     return proc
+
+
+@dataclass
+class WorkerStack:
+    """What :func:`worker_stack` started: a broker, a SQLite database and worker processes."""
+
+    broker: Any
+    url: str
+    engine: Any
+    workers: list[subprocess.Popen]
+
+
+@contextlib.contextmanager
+def worker_stack(
+    broker_kind: str = "tansu",
+    workers: int = 1,
+    partitions: int | None = None,
+    roles: str | None = None,
+    ready_timeout: float = 180,
+) -> Iterator[WorkerStack]:
+    """A fresh broker (embedded ``tansu``/``noida``, or ``kafka``: a one-node Apache Kafka), a
+    migrated SQLite database, the topics, and ``workers`` worker processes in one consumer
+    group, all in a temporary directory; stopped and removed on exit."""
+    import uuid
+
+    from callsense.processors.events import ensure_topics
+
+    from callsense.settings import Settings
+    from callsense.storage.db import make_engine, upgrade
+
+    with tempfile.TemporaryDirectory() as tmp, _broker(broker_kind, tmp) as broker:
+        url = f"sqlite:///{tmp}/bench.db"
+        upgrade(url)
+        settings = Settings() if partitions is None else Settings(topic_partitions=partitions)
+        ensure_topics(broker.bootstrap, settings)
+        env = dict(os.environ)
+        env.update(
+            CALLSENSE_KAFKA_BOOTSTRAP=broker.bootstrap, CALLSENSE_DATABASE_URL=url,
+            CALLSENSE_DATA_DIR=tmp, CALLSENSE_BROKER_KIND=broker_kind,
+            CALLSENSE_TOPIC_PARTITIONS=str(settings.topic_partitions),
+            CALLSENSE_APP_ID=f"bench-{uuid.uuid4().hex[:6]}",
+        )  # fmt: skip
+        if roles is not None:
+            env["CALLSENSE_EMOTION_ROLES"] = roles
+        procs: list[subprocess.Popen] = []
+        engine = make_engine(url)
+        try:
+            for i in range(workers):
+                log = Path(tmp) / f"worker{i}.log"
+                procs.append(start_cli(["worker"], env, log, "Worker ready", ready_timeout))
+            yield WorkerStack(broker, url, engine, procs)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(60)
+            engine.dispose()
+
+
+def _broker(kind: str, tmp: str) -> Any:
+    """A fresh broker in ``tmp``: an embedded one, or a one-node Apache Kafka (KRaft)."""
+    if kind == "kafka":
+        from callsense.kafka_broker import KafkaCluster
+
+        return KafkaCluster(data_dir=Path(tmp) / "kafka")
+    from callsense.broker import EmbeddedBroker
+
+    return EmbeddedBroker(kind, data_dir=tmp)
 
 
 def wait_for_summaries(engine: Any, ids: list[str], timeout: float, poll_s: float = 0.1) -> bool:

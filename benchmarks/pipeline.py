@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import statistics
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import click
 import numpy as np
 
-from benchmarks.core import bench_group, host_load, start_cli, wait_for_summaries
+from benchmarks.core import bench_group, host_load, wait_for_summaries, worker_stack
 
 KEPT_UP_BACKLOG_S = 3.0  # real time is kept when the last window lands this soon after ingest
 
@@ -156,17 +155,6 @@ def _latency_parts(rows: list[Any], timings: dict[tuple, dict[str, float]]) -> d
     }  # fmt: skip
 
 
-def _broker(kind: str, tmp: str) -> Any:
-    """A fresh broker in ``tmp``: an embedded one, or a one-node Apache Kafka (KRaft)."""
-    if kind == "kafka":
-        from callsense.kafka_broker import KafkaCluster
-
-        return KafkaCluster(data_dir=Path(tmp) / "kafka")
-    from callsense.broker import EmbeddedBroker
-
-    return EmbeddedBroker(kind, data_dir=tmp)
-
-
 def one_run(
     calls: int,
     workers: int,
@@ -181,51 +169,23 @@ def one_run(
 ) -> dict[str, Any]:
     """One measured run (fresh broker, database and consumer group) of N copies of ``audio``
     (the stereo ``sample`` call), in ``phase`` (see :func:`_ingest`)."""
-    from callsense.processors.events import ensure_topics
-
-    from callsense.settings import Settings
-    from callsense.storage.db import make_engine, upgrade
-
-    with tempfile.TemporaryDirectory() as tmp, _broker(broker_kind, tmp) as broker:
-        url = f"sqlite:///{tmp}/bench.db"
-        upgrade(url)
-        ensure_topics(broker.bootstrap, Settings(topic_partitions=partitions))
-        env = dict(os.environ)
-        env.update(
-            CALLSENSE_KAFKA_BOOTSTRAP=broker.bootstrap, CALLSENSE_DATABASE_URL=url,
-            CALLSENSE_DATA_DIR=tmp, CALLSENSE_BROKER_KIND=broker_kind,
-            CALLSENSE_TOPIC_PARTITIONS=str(partitions), CALLSENSE_EMOTION_ROLES=roles,
-            CALLSENSE_APP_ID=f"bench-{uuid.uuid4().hex[:6]}",
-        )  # fmt: skip
-        procs = [
-            start_cli(["worker"], env, Path(tmp) / f"worker{i}.log", "Worker ready", 180)
-            for i in range(workers)
-        ]
-        engine = make_engine(url)
-        try:
-            split = _wait_for_split(engine, workers, partitions, 120)
-            cpu0 = {p.pid: _proc_cpu_s(p.pid) for p in procs}
-            broker_cpu0 = sum(_proc_cpu_s(pid) for pid in broker.pids)
-            tag = uuid.uuid4().hex[:4]
-            ids = [f"bench-{tag}-{i:03d}" for i in range(calls)]
-            agent = int(sample.get("agent_channel", 0))
-            t0, t_end = asyncio.run(
-                _ingest(audio, sr, ids, agent, broker.bootstrap, stagger, phase)
-            )
-            ended = wait_for_summaries(engine, ids, 600, poll_s=0.25)
-            wall = time.time() - t0
-            rows = _window_rows(engine, ids)
-            lat, last = _latencies(rows)
-            parts = _latency_parts(rows, asyncio.run(_window_timings(broker.bootstrap, set(ids))))
-            cpu = [(_proc_cpu_s(p.pid) - cpu0[p.pid]) / wall for p in procs]
-            rss = [_proc_peak_rss_mb(p.pid) for p in procs]
-            broker_cores = (sum(_proc_cpu_s(pid) for pid in broker.pids) - broker_cpu0) / wall
-        finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(60)
-            engine.dispose()
+    with worker_stack(broker_kind, workers, partitions, roles) as stack:
+        broker, engine, procs = stack.broker, stack.engine, stack.workers
+        split = _wait_for_split(engine, workers, partitions, 120)
+        cpu0 = {p.pid: _proc_cpu_s(p.pid) for p in procs}
+        broker_cpu0 = sum(_proc_cpu_s(pid) for pid in broker.pids)
+        tag = uuid.uuid4().hex[:4]
+        ids = [f"bench-{tag}-{i:03d}" for i in range(calls)]
+        agent = int(sample.get("agent_channel", 0))
+        t0, t_end = asyncio.run(_ingest(audio, sr, ids, agent, broker.bootstrap, stagger, phase))
+        ended = wait_for_summaries(engine, ids, 600, poll_s=0.25)
+        wall = time.time() - t0
+        rows = _window_rows(engine, ids)
+        lat, last = _latencies(rows)
+        parts = _latency_parts(rows, asyncio.run(_window_timings(broker.bootstrap, set(ids))))
+        cpu = [(_proc_cpu_s(p.pid) - cpu0[p.pid]) / wall for p in procs]
+        rss = [_proc_peak_rss_mb(p.pid) for p in procs]
+        broker_cores = (sum(_proc_cpu_s(pid) for pid in broker.pids) - broker_cpu0) / wall
     backlog = float(last - t_end)
 
     def pct(q: float) -> float | None:

@@ -13,15 +13,11 @@ Medians over ``repeats`` runs (at most 3 for end_to_end).
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import tempfile
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
-from benchmarks.core import benchmark, peak_rss_mb, start_cli, wait_for_summaries
+from benchmarks.core import benchmark, peak_rss_mb, wait_for_summaries, worker_stack
 
 
 def _interleaved_messages(calls: list[dict[str, Any]], chunk_ms: int, tag: str) -> tuple:
@@ -65,31 +61,11 @@ def _processor_run(settings: Any, classifier: Any, calls: list, tag: str) -> dic
 
 
 def _end_to_end(calls: list, repeats: int) -> list[dict[str, float]]:
-    from callsense.processors.events import ensure_topics
-
-    from callsense.broker import EmbeddedBroker
-    from callsense.settings import Settings
-    from callsense.storage.db import make_engine, upgrade
-
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker("tansu", data_dir=tmp) as broker:
-        url = f"sqlite:///{tmp}/bench.db"
-        upgrade(url)
-        ensure_topics(broker.bootstrap, Settings())
-        env = dict(os.environ)
-        env.update(CALLSENSE_KAFKA_BOOTSTRAP=broker.bootstrap, CALLSENSE_DATABASE_URL=url,
-                   CALLSENSE_DATA_DIR=tmp, CALLSENSE_BROKER_KIND="tansu",
-                   CALLSENSE_APP_ID=f"bench-{uuid.uuid4().hex[:6]}")  # fmt: skip
-        worker = start_cli(["worker"], env, Path(tmp) / "worker.log", "Worker ready", 120)
-        engine = make_engine(url)
-        try:
-            for r in range(repeats):
-                runs.append(_one_e2e(calls, broker.bootstrap, engine, f"e2e{r}"))
-        finally:
-            worker.terminate()
-            worker.wait(60)
-            engine.dispose()
-    return runs
+    with worker_stack("tansu", ready_timeout=120) as stack:
+        return [
+            _one_e2e(calls, stack.broker.bootstrap, stack.engine, f"e2e{r}")
+            for r in range(repeats)
+        ]
 
 
 def _one_e2e(calls: list, bootstrap: str, engine: Any, tag: str) -> dict[str, float]:
