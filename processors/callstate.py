@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from callsense.processors.conversation import conversation_metrics
 from callsense.processors.events import (
     AudioChunk,
     BadEvent,
@@ -689,17 +690,24 @@ class CallProcessor:
             self._route(ctx, ctx.diar.flush(), windows)
             ctx.diar = None
         talk: dict[str, float] = {}
+        segments: dict[str, list[tuple[int, int]]] = {}
         for spk, _role, _ch in ctx.speakers:
             pipe = ctx.pipelines[spk]
             windows.extend(pipe.flush())
             talk[spk] = float(pipe.talk_time_s)
+            segments[spk] = pipe.speech_segments_ms()
         duration = ctx.total_samples / float(ctx.start.sample_rate)
+        roles = {spk: role for spk, role, _ch in ctx.speakers}
+        conversation = conversation_metrics(segments, roles, round(duration * 1000))
         ts = float((ctx.end_event or {}).get("ts", 0.0))
         ctx.ended, ctx.ended_ts = True, ts
         ctx.waiting.clear()
         ctx.decoded.clear()
         status = str((ctx.end_event or {}).get("status", "ended"))
         after.setdefault(cid, []).append(
-            call_ended_event(cid, duration, talk, ts, speakers=ctx.speakers, status=status)
+            call_ended_event(
+                cid, duration, talk, ts, speakers=ctx.speakers, status=status,
+                conversation=conversation,
+            )  # fmt: skip
         )
         res.stats["calls_ended"] += 1

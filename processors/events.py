@@ -363,11 +363,13 @@ def call_ended_event(
     ts: float,
     speakers: list[tuple[str, str, int | None]] | None = None,
     status: str = "ended",
+    conversation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``speakers``: every speaker of the call (a diarized mono call's call_started cannot
     list them up front: they are found as the call goes). ``status``: ended, abandoned
     (no audio for CALLSENSE_CALL_IDLE_TIMEOUT_S and no call_end) or truncated (audio past
-    CALLSENSE_MAX_CALL_S)."""
+    CALLSENSE_MAX_CALL_S). ``conversation``: :func:`~callsense.processors.conversation.
+    conversation_metrics` of the call."""
     d: dict[str, Any] = {
         "kind": "call_ended",
         "call_id": call_id,
@@ -378,6 +380,8 @@ def call_ended_event(
     }
     if speakers is not None:
         d["speakers"] = [{"speaker": s, "role": r, "channel": c} for s, r, c in speakers]
+    if conversation is not None:
+        d["conversation"] = conversation
     return d
 
 

@@ -370,6 +370,7 @@ class _Vad:
         self.frames_done = 0  # index of the next frame to decide
         self.since_speech = 1 << 30  # frames since the last speech frame
         self.speech_frames = 0  # frames kept (speech + hangover)
+        self.segments: list[list[int]] = []  # runs of kept frames: [first, end) frame indices
 
     def _decide(self, block: np.ndarray) -> list[tuple[int, np.ndarray]]:
         import webrtcvad
@@ -386,7 +387,12 @@ class _Vad:
             else:
                 self.since_speech += 1
             if self.since_speech <= self.hangover:
-                kept.append((self.frames_done + i, frame))
+                k = self.frames_done + i
+                kept.append((k, frame))
+                if self.segments and self.segments[-1][1] == k:
+                    self.segments[-1][1] = k + 1
+                else:
+                    self.segments.append([k, k + 1])
         n = len(block) // f
         self.frames_done += n
         self.speech_frames += len(kept)
@@ -417,6 +423,7 @@ class _Vad:
             "frames_done": self.frames_done,
             "since_speech": self.since_speech,
             "speech_frames": self.speech_frames,
+            "segments": [v for seg in self.segments for v in seg],
         }
 
     def load(self, d: Mapping[str, Any]) -> None:
@@ -425,6 +432,8 @@ class _Vad:
         self.frames_done = int(d["frames_done"])
         self.since_speech = int(d["since_speech"])
         self.speech_frames = int(d["speech_frames"])
+        flat = [int(v) for v in d.get("segments", [])]  # absent in states written before it
+        self.segments = [flat[i : i + 2] for i in range(0, len(flat), 2)]
 
 
 # --------------------------------------------------------------------------- windows
@@ -490,6 +499,13 @@ class SpeakerPipeline:
     def talk_time_s(self) -> float:
         """Seconds of audio the VAD kept (speech plus hangover) so far."""
         return self._vad.speech_frames * self.cfg.vad_frame_ms / 1000.0
+
+    def speech_segments_ms(self) -> list[tuple[int, int]]:
+        """Call-time spans (ms) in which the VAD kept this speaker's audio, in order."""
+        if self.origin is None:
+            return []
+        f = self.cfg.frame_samples
+        return [(self._call_ms(a * f), self._call_ms(b * f)) for a, b in self._vad.segments]
 
     @property
     def windows_emitted(self) -> int:

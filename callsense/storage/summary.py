@@ -82,6 +82,7 @@ def summarize_call(
     call_duration_s: float,
     rows: Sequence[Mapping[str, Any]],
     talk_time_s: Mapping[str, float],
+    conversation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Summary of one call.
 
@@ -132,6 +133,8 @@ def summarize_call(
         "peak_anger": peak,
         "speakers": speakers,
     }
+    if conversation is not None:  # silence, overtalk, interruptions, monologues (VAD)
+        summary["conversation"] = dict(conversation)
     return {
         "duration_s": duration,
         "anger_share": anger_share,

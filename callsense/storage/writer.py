@@ -144,7 +144,9 @@ def end_call(session: Session, ev: dict[str, Any]) -> dict[str, Any]:
             .order_by(EmotionWindow.speaker, EmotionWindow.start_ms)
         )
     ]
-    result = summarize_call(float(ev["duration_s"]), rows, dict(ev.get("talk_time_s", {})))
+    result = summarize_call(
+        float(ev["duration_s"]), rows, dict(ev.get("talk_time_s", {})), ev.get("conversation")
+    )
     values = {"call_id": call_id, **result}
     insert = _dialect_insert(session)
     stmt = insert(CallSummary).values(**values)

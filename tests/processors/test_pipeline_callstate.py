@@ -141,6 +141,14 @@ def test_restart_from_stored_state_replays_to_identical_windows(
     recovered = first.outputs + replay.outputs + rest.outputs
     assert _windows(recovered) == _windows(straight)
     assert _windows(replay.outputs) == _windows(lost.outputs)
+    # conversation metrics from both channels' VAD survive the checkpoint (speech segments)
+    ended = [o for o in recovered if o["kind"] == "call_ended"]
+    assert ended[0]["conversation"] == straight[-1]["conversation"]
+    conv = straight[-1]["conversation"]
+    for spk, talk in straight[-1]["talk_time_s"].items():
+        assert conv["speakers"][spk]["talk_time_s"] == pytest.approx(talk, abs=0.03)
+    assert conv["speakers"]["ch0"]["turns"] >= 1 and conv["speakers"]["ch1"]["turns"] >= 1
+    assert 0 < conv["silence_s"] < conv["duration_s"]
 
 
 def test_dead_letters_and_other_calls(classifier: BatchClassifier) -> None:

@@ -110,6 +110,9 @@ def test_diarized_mono_stream_matches_offline(
         {"speaker": "spk1", "role": "customer", "channel": None},
     ]
     assert set(ended[0]["talk_time_s"]) == {"spk0", "spk1"}
+    conv = ended[0]["conversation"]["speakers"]
+    assert {s: conv[s]["role"] for s in conv} == {"spk0": "agent", "spk1": "customer"}
+    assert all(conv[s]["talk_time_s"] > 0 and conv[s]["turns"] >= 1 for s in conv)
     assert ended[0]["duration_s"] == pytest.approx(len(audio) / sr)
 
 
