@@ -298,6 +298,31 @@ def openapi_document() -> dict[str, Any]:
     window["properties"] |= {"probabilities": probs, "smoothed_probabilities": probs}
     detail = _object({"channels": "integer", "sample_rate": "integer", "source": "string",
                       "summary": "object", "extra": "object"})  # fmt: skip
+    call_metrics = ("duration_s", "silence_s", "silence_share", "long_silences", "long_silence_s",
+                    "longest_silence_s", "overtalk_s", "overtalk_share")  # fmt: skip
+    speaker_metrics = ("role", "talk_time_s", "talk_share", "talk_ratio", "turns",
+                       "longest_monologue_s", "interruptions")  # fmt: skip
+    integers = {"long_silences", "turns", "interruptions"}
+
+    def typed(names: tuple[str, ...]) -> dict[str, str]:
+        return {n: "integer" if n in integers else "string" if n == "role" else "number"
+                for n in names}  # fmt: skip
+
+    conversation = _object(typed(call_metrics), required=call_metrics)
+    conversation["properties"]["speakers"] = {
+        "type": "object",
+        "additionalProperties": _object(typed(speaker_metrics), required=speaker_metrics),
+    }
+    conversation["required"].append("speakers")
+    conversation["description"] = (
+        "From both channels' VAD when the call ended: silence (long = over 3 s), overtalk; per "
+        "speaker talk time, share of talk, turns, longest monologue, interruptions (overlap of "
+        "at least 0.5 s)."
+    )
+    detail["properties"]["summary"] = {
+        "type": ["object", "null"],
+        "properties": {"conversation": {"$ref": "#/components/schemas/Conversation"}},
+    }
     detail["required"] = list(call_row["required"])
     detail["properties"] = {
         **call_row["properties"],
@@ -545,6 +570,7 @@ def openapi_document() -> dict[str, Any]:
             "schemas": {
                 "Call": call_row,
                 "CallDetail": detail,
+                "Conversation": conversation,
                 "Alert": alert,
                 "Health": health,
                 "AlertWebhook": {

@@ -254,9 +254,50 @@ def call_page(call_id: str) -> html.Div:
             dcc.Store(id="call-sig"),
             html.Div(id="call-meta", className="meta"),
             dcc.Graph(id="call-graph", config={"displaylogo": False}),
+            html.H3("Conversation"),
+            html.Div(id="call-conversation"),
             html.H3("Alerts"),
             html.Div(id="call-alerts"),
         ]
+    )
+
+
+def conversation_view(conv: dict[str, Any] | None) -> Any:
+    """The call's conversation metrics (from both channels' VAD) as two small tables."""
+    if not conv:
+        return html.P("Conversation metrics appear when the call ends.", className="muted")
+
+    def pct(v: float) -> str:
+        return f"{100 * float(v):.0f} %"
+
+    call_rows = [
+        ("Silence", f"{mmss(conv['silence_s'])} ({pct(conv['silence_share'])})"),
+        ("Silences over 3 s", f"{conv['long_silences']} ({mmss(conv['long_silence_s'])} in all)"),
+        ("Longest silence", mmss(conv["longest_silence_s"])),
+        ("Overtalk", f"{mmss(conv['overtalk_s'])} ({pct(conv['overtalk_share'])})"),
+    ]
+    head = ["Speaker", "Talk time", "Share of talk", "Turns", "Longest monologue", "Interruptions"]
+    rows = [
+        [
+            f"{spk} ({s['role']})",
+            mmss(s["talk_time_s"]),
+            pct(s["talk_ratio"]),
+            str(s["turns"]),
+            mmss(s["longest_monologue_s"]),
+            str(s["interruptions"]),
+        ]
+        for spk, s in conv["speakers"].items()
+    ]
+    return html.Div(
+        [
+            html.Dl([x for k, v in call_rows for x in (html.Dt(k), html.Dd(v))]),
+            html.Table(
+                [html.Thead(html.Tr([html.Th(h) for h in head]))]
+                + [html.Tbody([html.Tr([html.Td(c) for c in r]) for r in rows])],
+                className="conversation",
+            ),
+        ],
+        className="meta",
     )
 
 
@@ -589,6 +630,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
     @app.callback(
         Output("call-meta", "children"),
         Output("call-graph", "figure"),
+        Output("call-conversation", "children"),
         Output("call-alerts", "children"),
         Output("call-sig", "data"),
         Input("tick", "n_intervals"),
@@ -599,7 +641,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         with sf() as s:
             d = call_detail(s, call_id)
         if d is None:
-            return html.Div("No such call.", className="error"), dash.no_update, [], None
+            return html.Div("No such call.", className="error"), dash.no_update, [], [], None
         new = _sig(d)
         if new == sig:
             raise PreventUpdate
@@ -614,7 +656,8 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         alerts = [_alert_item(a) for a in d["alerts_list"]] or html.P(
             "No alerts.", className="muted"
         )
-        return meta, fig, alerts, new
+        conversation = conversation_view((d.get("summary") or {}).get("conversation"))
+        return meta, fig, conversation, alerts, new
 
     @app.callback(
         Output("ack-msg", "children"),

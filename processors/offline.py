@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
+from callsense.processors.conversation import describe
 from callsense.processors.stages import (
     StageConfig,
     StageError,
@@ -44,6 +45,7 @@ class Analysis:
     duration_s: float
     speakers: list[dict[str, Any]]  # speaker, role, channel, talk_time_s
     results: list[WindowResult] = field(default_factory=list)
+    conversation: dict[str, Any] | None = None  # conversation_metrics of the call
 
     def rows(self) -> list[dict[str, Any]]:
         return [r.to_row(self.call_id) for r in self.results]
@@ -52,7 +54,7 @@ class Analysis:
         from callsense.storage.summary import summarize_call
 
         talk = {s["speaker"]: s["talk_time_s"] for s in self.speakers}
-        return summarize_call(self.duration_s, self.rows(), talk)
+        return summarize_call(self.duration_s, self.rows(), talk, self.conversation)
 
 
 def load_call_audio(path: str | Path) -> tuple[np.ndarray, int]:
@@ -143,6 +145,7 @@ def analyze_audio(
         duration_s=audio.shape[1] / sr,
         speakers=speakers,
         results=results,
+        conversation=ended.get("conversation"),
     )
 
 
@@ -241,6 +244,8 @@ def _as_table(a: Analysis) -> str:
             )
     summ = a.summary()
     lines += ["", f"anger share {summ['anger_share']:.2f}, peak anger {summ['peak_anger']:.2f}"]
+    if a.conversation:
+        lines += describe(a.conversation)
     return "\n".join(lines)
 
 

@@ -148,6 +148,10 @@ def show_cmd(ctx: click.Context, call_id: str, as_json: bool) -> None:
         for spk, s in (summ.get("speakers") or {}).items():
             shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted(s.get("shares", {}).items()))
             click.echo(f"  {spk} ({s.get('role')}): talk {s.get('talk_time_s', 0):.1f} s; {shares}")
+        if summ.get("conversation"):
+            from callsense.processors.conversation import describe
+
+            click.echo("\n".join(describe(summ["conversation"])))
 
 
 @click.group("db")

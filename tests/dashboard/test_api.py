@@ -101,6 +101,24 @@ def test_sorting_paging_and_csv(api: httpx.Client) -> None:
     assert {row["alerts"] for row in rows} == {"0", "1"}
 
 
+def test_call_detail_matches_its_schema_with_conversation_metrics(api: httpx.Client) -> None:
+    import jsonschema
+
+    doc = api.get("/api/openapi.json").json()
+    schema = {"components": doc["components"], **doc["components"]["schemas"]["CallDetail"]}
+    ended = api.get("/api/calls/c-angry", headers=AUTH).json()
+    jsonschema.validate(ended, schema)
+    conv = ended["summary"]["conversation"]
+    assert conv["long_silences"] == 1 and conv["overtalk_s"] == 10.0
+    assert conv["speakers"]["ch1"]["interruptions"] == 1
+    live = api.get("/api/calls/c-live", headers=AUTH).json()
+    jsonschema.validate(live, schema)
+    assert live["summary"] is None
+    with pytest.raises(jsonschema.ValidationError):  # the schema does hold the metrics to types
+        conv["speakers"]["ch1"]["turns"] = "two"
+        jsonschema.validate(ended, schema)
+
+
 def test_call_detail_and_alerts(api: httpx.Client) -> None:
     d = api.get("/api/calls/c-live", headers=AUTH).json()
     assert d["agent_id"] == "A1" and d["status"] == "active"

@@ -182,6 +182,7 @@ def test_live_view_alert_ack_and_history(dashboard_factory, tmp_path: Path) -> N
         assert "ch0 (agent)" in graph_text and "customer_anger" in graph_text
         assert "uncertain window" in graph_text  # legend entry of the uncertain markers
         assert "acknowledged by supervisor" in driver.find_element(By.ID, "call-alerts").text
+        assert "appear when the call ends" in driver.find_element(By.ID, "call-conversation").text
         driver.set_window_size(1500, 1250)
         time.sleep(1.5)
         driver.save_screenshot(str(tmp_path / "dashboard-call.png"))

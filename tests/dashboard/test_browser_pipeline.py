@@ -109,6 +109,10 @@ def test_live_pipeline_in_the_browser(
         click(driver, By.CSS_SELECTOR, f'a[href="/call/{CALL}"]')  # live card re-renders
         wait(lambda: "(customer)" in driver.find_element(By.ID, "call-graph").text,
              timeout=20, what="call page")  # fmt: skip
+        conv = wait(lambda: driver.find_element(By.CSS_SELECTOR, "#call-conversation table"),
+                    timeout=20, what="conversation metrics of the ended call").text  # fmt: skip
+        assert "Longest monologue" in conv and "(customer)" in conv and "(agent)" in conv, conv
+        assert "Silences over 3 s" in driver.find_element(By.ID, "call-conversation").text
         driver.set_window_size(1500, 1250)
         time.sleep(1.5)
         driver.save_screenshot(str(tmp_path / "dashboard-call.png"))

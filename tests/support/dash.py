@@ -43,6 +43,20 @@ def window_row(
     }
 
 
+def _ended_summary(duration_s: int) -> dict[str, Any]:
+    """A stored summary with conversation metrics: agent and customer take turns, with one
+    interruption by the customer and one long silence."""
+    from callsense.processors.conversation import conversation_metrics
+
+    from callsense.storage.summary import summarize_call
+
+    segs = {"ch0": [(0, 20_000), (45_000, 80_000)], "ch1": [(21_000, 40_000), (70_000, 110_000)]}
+    roles = {"ch0": "agent", "ch1": "customer"}
+    conv = conversation_metrics(segs, roles, duration_s * 1000)
+    talk = {spk: s["talk_time_s"] for spk, s in conv["speakers"].items()}
+    return summarize_call(duration_s, [], talk, conv)["summary"]
+
+
 def seed(sf: Any) -> None:
     """Four calls: two ended with summaries, one live with windows only, one old."""
     from callsense.storage.alerts import apply_alert_event
@@ -95,7 +109,8 @@ def seed(sf: Any) -> None:
         s.add_all(
             [
                 CallSummary(
-                    call_id="c-angry", duration_s=120, anger_share=0.7, peak_anger=0.95, summary={}
+                    call_id="c-angry", duration_s=120, anger_share=0.7, peak_anger=0.95,
+                    summary=_ended_summary(120),
                 ),
                 CallSummary(
                     call_id="c-calm", duration_s=60, anger_share=0.05, peak_anger=0.2, summary={}
