@@ -63,6 +63,8 @@ HISTORY_FIELDS = [
     "alerted",
     "min_duration_s",
     "max_duration_s",
+    "min_long_silences",
+    "min_overtalk_share",
 ]
 HISTORY_COLUMNS = [
     ("call_link", "call", "markdown"),
@@ -335,6 +337,11 @@ def history_page() -> html.Div:
                     ),
                     field("min_duration_s", "min duration (s)", type="number", min=0),
                     field("max_duration_s", "max duration (s)", type="number", min=0),
+                    field("min_long_silences", "min silences > 3 s", type="number", min=0, step=1),
+                    field(
+                        "min_overtalk_share", "min overtalk share", type="number", min=0, max=1,
+                        step=0.05,
+                    ),
                 ],
                 className="filters",
             ),

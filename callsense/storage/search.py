@@ -86,6 +86,12 @@ class CallQuery(BaseModel):
     max_duration_s: float | None = Field(
         None, ge=0, le=10_000_000, allow_inf_nan=False, description="Maximum duration (s)."
     )
+    min_long_silences: int | None = Field(
+        None, ge=0, le=1_000_000, description="Minimum silences over 3 s (ended calls)."
+    )
+    min_overtalk_share: float | None = Field(
+        None, ge=0, le=1, allow_inf_nan=False, description="Minimum overtalk share 0-1."
+    )
     sort: Literal[SORT_KEYS] = Field("started_at", description="Sort key.")  # type: ignore[valid-type]
     order: Literal["asc", "desc"] = Field("desc", description="Sort order.")
     limit: int = Field(50, ge=1, le=MAX_LIMIT, description="Page size.")
@@ -190,6 +196,11 @@ def search_calls(session: Session, q: CallQuery) -> dict[str, Any]:
         conds.append(cols["duration_s"] >= q.min_duration_s)
     if q.max_duration_s is not None:
         conds.append(cols["duration_s"] <= q.max_duration_s)
+    conversation = CallSummary.summary["conversation"]
+    if q.min_long_silences is not None:
+        conds.append(conversation["long_silences"].as_integer() >= q.min_long_silences)
+    if q.min_overtalk_share is not None:
+        conds.append(conversation["overtalk_share"].as_float() >= q.min_overtalk_share)
     if conds:
         stmt = stmt.where(and_(*conds))
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0

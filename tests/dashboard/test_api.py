@@ -49,6 +49,8 @@ def test_auth_is_enforced(api: httpx.Client) -> None:
         "alerted",
         "started_from",
         "min_duration_s",
+        "min_long_silences",
+        "min_overtalk_share",
         "sort",
         "limit",
         "offset",
@@ -79,6 +81,9 @@ def test_filters(api: httpx.Client) -> None:
     assert q(started_from="2026-11-20T09:30:00+00:00", started_to="2026-11-21") == ["c-calm"]
     assert q(status="active") == ["c-live"]
     assert q(agent="nobody") == []
+    # conversation metrics of ended calls (c-angry: one 5 s silence, 10 s of 120 overtalk)
+    assert q(min_long_silences=1) == ["c-angry"] and q(min_long_silences=2) == []
+    assert q(min_overtalk_share=0.08) == ["c-angry"] and q(min_overtalk_share=0.09) == []
 
 
 def test_max_duration_uses_window_end_for_live_calls(api: httpx.Client) -> None:
