@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parent / "assets"
 UPLOAD_MAX_BYTES = 50 * 1024 * 1024
-UPLOAD_TYPES = (".wav", ".flac", ".mp3")
+UPLOAD_TYPES = (".wav", ".flac", ".ogg", ".mp3")
 HISTORY_FIELDS = [
     "started_from",
     "started_to",
@@ -382,7 +382,7 @@ def upload_page() -> html.Div:
         [
             html.H2("One-off analysis"),
             html.P(
-                "Drop a WAV, FLAC or MP3 recording (≤ 50 MB); it is analysed with the offline "
+                "Drop a WAV, FLAC, OGG or MP3 recording (≤ 50 MB); it is analysed with the offline "
                 "path (same stages and model as the stream) and not stored."
             ),
             dcc.Upload(
@@ -435,6 +435,29 @@ def _history_query(values: dict[str, Any], page: int, sort_by: list[dict] | None
         offset=max(0, int(page or 0)) * 20,
     )
     return CallQuery.model_validate(data)
+
+
+def _data_url(mime: str, text: str) -> str:
+    return f"data:{mime};charset=utf-8;base64," + base64.b64encode(text.encode()).decode()
+
+
+def _upload_verdict(analysis: Any) -> html.Div:
+    """What a one-off analysis found, in words: per speaker whose emotion was inferred, the
+    dominant emotion over its windows and its anger share (also for a single window)."""
+    summary = analysis.summary()["summary"]
+    lines = [f"{analysis.source}: {mmss(analysis.duration_s)}, {analysis.channels} channel(s)"]
+    for spk, s in summary["speakers"].items():
+        if not s["windows"]:
+            lines.append(f"{spk} ({s['role']}): {mmss(s['talk_time_s'])} of speech, no emotion "
+                         "inferred for this role")  # fmt: skip
+            continue
+        mean = s["mean_probabilities"].get(s["dominant"], 0.0)
+        lines.append(
+            f"{spk} ({s['role']}): mostly {s['dominant']} (mean probability {mean:.0%}) over "
+            f"{s['windows']} window{'s' if s['windows'] != 1 else ''}; angry in "
+            f"{s['shares'].get('angry', 0.0):.0%} of them, peak anger {s['peak_anger']:.0%}"
+        )
+    return html.Div([html.P(line) for line in lines], id="upload-verdict", className="meta")
 
 
 def _window_dicts(results: list[Any]) -> list[dict[str, Any]]:
@@ -752,7 +775,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         suffix = Path(filename).suffix.lower()
         if suffix not in UPLOAD_TYPES:
             return html.Div(
-                f"Unsupported file type {suffix or '(none)'}: use WAV, FLAC or MP3.",
+                f"Unsupported file type {suffix or '(none)'}: use WAV, FLAC, OGG or MP3.",
                 className="error",
             )
         try:
@@ -760,7 +783,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         except (IndexError, ValueError):
             return html.Div("The upload could not be decoded.", className="error")
         try:
-            from callsense.processors.offline import analyze_file
+            from callsense.processors.offline import analysis_csv, analysis_json, analyze_path
         except ImportError:
             return html.Div("Offline analysis is not available in this build.", className="error")
         fd, tmp = tempfile.mkstemp(suffix=suffix)
@@ -768,7 +791,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             with os.fdopen(fd, "wb") as fh:
                 fh.write(raw)
             try:
-                results = analyze_file(Path(tmp), settings)
+                analysis = analyze_path(Path(tmp), settings, call_id=Path(filename).stem)
             except Exception as exc:  # bad audio etc.: show the reason, keep serving
                 log.warning("upload analysis failed: %s", exc)
                 reason = str(exc).replace(tmp, "the file").replace(Path(tmp).name, "the file")
@@ -777,18 +800,46 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
                 return html.Div(f"Could not analyse {filename}: {reason}", className="error")
         finally:
             os.unlink(tmp)
-        windows = _window_dicts(results)
+        analysis.source = filename  # never the server's temporary path
+        windows = _window_dicts(analysis.results)
+        stem = Path(filename).stem
+        downloads = html.P(
+            [
+                "Download: ",
+                html.A("JSON", id="upload-json", download=f"{stem}.json",
+                       href=_data_url("application/json", analysis_json(analysis))),
+                " · ",
+                html.A("CSV (one row per window)", id="upload-csv", download=f"{stem}.csv",
+                       href=_data_url("text/csv", analysis_csv(analysis))),
+            ]
+        )  # fmt: skip
+        conversation = [html.H3("Conversation"), conversation_view(analysis.conversation)]
         if not windows:
             roles = ", ".join(settings.emotion_roles)
             return html.Div(
-                f"No emotion windows for {filename}: emotion is inferred for these speaker roles "
-                f"only: {roles} (CALLSENSE_EMOTION_ROLES; agents' emotion is off by default, "
-                "EU AI Act Art. 5(1)(f)). A single voice in a mono file counts as the agent; "
-                "a stereo file needs at least a second of customer speech.",
-                className="error",
-                id="upload-empty",
+                [
+                    html.P(
+                        f"No emotion windows for {filename}: emotion is inferred for these "
+                        f"speaker roles only: {roles} (CALLSENSE_EMOTION_ROLES; agents' emotion "
+                        "is off by default, EU AI Act Art. 5(1)(f)). A single voice in a mono "
+                        "file counts as the agent; a stereo file needs at least a second of "
+                        "customer speech.",
+                        className="error",
+                        id="upload-empty",
+                    ),
+                    *conversation,
+                    downloads,
+                ]
             )
         fig = trajectory_figure(windows, title=f"{filename}: {len(windows)} windows")
-        return html.Div([dcc.Graph(figure=fig, id="upload-graph")], className="upload-ok")
+        return html.Div(
+            [
+                _upload_verdict(analysis),
+                dcc.Graph(figure=fig, id="upload-graph"),
+                *conversation,
+                downloads,
+            ],
+            className="upload-ok",
+        )
 
     return app

@@ -182,7 +182,7 @@ def analyze_path(
 # --------------------------------------------------------------------------- output
 
 
-def _as_json(a: Analysis) -> str:
+def analysis_json(a: Analysis) -> str:
     by_speaker: dict[str, list[dict[str, Any]]] = {s["speaker"]: [] for s in a.speakers}
     for r in a.rows():
         by_speaker[r["speaker"]].append(
@@ -204,7 +204,7 @@ def _labels(a: Analysis) -> list[str]:
     return sorted({k for r in a.results for k in r.probabilities})
 
 
-def _as_csv(a: Analysis) -> str:
+def analysis_csv(a: Analysis) -> str:
     labels = _labels(a)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -325,8 +325,8 @@ def analyze_cmd(
     if plot_path is not None:
         plot_trajectories(analysis, plot_path)
     if as_json:
-        click.echo(_as_json(analysis))
+        click.echo(analysis_json(analysis))
     elif as_csv:
-        click.echo(_as_csv(analysis), nl=False)
+        click.echo(analysis_csv(analysis), nl=False)
     else:
         click.echo(_as_table(analysis))

@@ -4,11 +4,24 @@ per-speaker timeline."""
 
 from __future__ import annotations
 
+import base64
 import csv
+import io
+import json
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 from support.dash import chrome_driver, wait  # noqa: E402
+
+
+def _download(driver, link_id: str, raw: bool = False):
+    """What a download link of the upload result holds (a data: URL)."""
+    from selenium.webdriver.common.by import By
+
+    href = driver.find_element(By.ID, link_id).get_attribute("href")
+    text = base64.b64decode(href.split(",", 1)[1]).decode()
+    return text if raw else json.loads(text)
 
 
 def _upload(driver, path: Path) -> str:
@@ -63,16 +76,29 @@ def test_upload_real_recording_shows_timeline(
     opted = dashboard_factory(seed_data=False, emotion_roles=("customer", "agent"))
     driver = chrome_driver(tmp_path)
     try:
+        # OGG is accepted (the clip re-encoded); no server path is ever shown
+        audio, sr = sf.read(str(shared_data / "ravdess" / clip["path"]))
+        ogg = tmp_path / "clip.ogg"
+        sf.write(str(ogg), audio, sr, format="OGG", subtype="VORBIS")
         driver.get(default.url + "/upload")
         wait(lambda: driver.find_element(By.ID, "upload"), what="upload page")
-        text = _upload(driver, shared_data / "ravdess" / clip["path"])
+        text = _upload(driver, ogg)
         assert "No emotion windows" in text and "CALLSENSE_EMOTION_ROLES" in text, text
+        assert "Longest monologue" in text and "/tmp" not in text, text  # VAD figures still
+        doc = _download(driver, "upload-json")
+        assert doc["source"] == "clip.ogg" and doc["summary"]["conversation"]["speakers"]
         driver.get(opted.url + "/upload")
         wait(lambda: driver.find_element(By.ID, "upload"), what="upload page")
         text = _upload(driver, shared_data / "ravdess" / clip["path"])
-        assert "windows" in text, text
         graph = wait(lambda: driver.find_element(By.CSS_SELECTOR, "#upload-graph .scatterlayer"),
                      what="timeline graph")  # fmt: skip
         assert graph is not None
+        # the verdict in words, also for a clip of one or two windows, and the downloads
+        verdict = driver.find_element(By.ID, "upload-verdict").text
+        doc = _download(driver, "upload-json")
+        n = len(doc["speakers"][0]["windows"])
+        assert n >= 1 and f"over {n} window" in verdict and "mostly" in verdict, verdict
+        rows = list(csv.DictReader(io.StringIO(_download(driver, "upload-csv", raw=True))))
+        assert len(rows) == n and "/tmp" not in verdict
     finally:
         driver.quit()
