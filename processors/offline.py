@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
-from callsense.processors.conversation import describe
 from callsense.processors.stages import (
     StageConfig,
     StageError,
@@ -226,6 +225,8 @@ def _ms(ms: int) -> str:
 
 
 def _as_table(a: Analysis) -> str:
+    from callsense.storage.summary import describe_conversation
+
     labels = _labels(a)
     lines = [f"{a.call_id}: {a.duration_s:.1f} s, {a.channels} channel(s), {a.sample_rate} Hz"]
     for s in a.speakers:
@@ -245,7 +246,7 @@ def _as_table(a: Analysis) -> str:
     summ = a.summary()
     lines += ["", f"anger share {summ['anger_share']:.2f}, peak anger {summ['peak_anger']:.2f}"]
     if a.conversation:
-        lines += describe(a.conversation)
+        lines += describe_conversation(a.conversation)
     return "\n".join(lines)
 
 

@@ -149,9 +149,9 @@ def show_cmd(ctx: click.Context, call_id: str, as_json: bool) -> None:
             shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted(s.get("shares", {}).items()))
             click.echo(f"  {spk} ({s.get('role')}): talk {s.get('talk_time_s', 0):.1f} s; {shares}")
         if summ.get("conversation"):
-            from callsense.processors.conversation import describe
+            from callsense.storage.summary import describe_conversation
 
-            click.echo("\n".join(describe(summ["conversation"])))
+            click.echo("\n".join(describe_conversation(summ["conversation"])))
 
 
 @click.group("db")

@@ -141,3 +141,19 @@ def summarize_call(
         "peak_anger": peak,
         "summary": summary,
     }
+
+
+def describe_conversation(conv: Mapping[str, Any]) -> list[str]:
+    """Conversation metrics as text lines (``calls show``, ``analyze``)."""
+    lines = [
+        f"silence {conv['silence_s']:.1f} s ({conv['silence_share']:.0%}), "
+        f"{conv['long_silences']} over 3 s (longest {conv['longest_silence_s']:.1f} s); "
+        f"overtalk {conv['overtalk_s']:.1f} s ({conv['overtalk_share']:.0%})"
+    ]
+    for spk, s in conv["speakers"].items():
+        lines.append(
+            f"  {spk} ({s['role']}): talk {s['talk_time_s']:.1f} s ({s['talk_ratio']:.0%} of "
+            f"talk), {s['turns']} turns, longest monologue {s['longest_monologue_s']:.1f} s, "
+            f"{s['interruptions']} interruptions"
+        )
+    return lines
