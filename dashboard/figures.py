@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import plotly.graph_objects as go
+from callsense.processors.conversation import merge_spans
 from plotly.subplots import make_subplots
 
 COLORS = {
@@ -25,16 +26,9 @@ def _color(label: str) -> str:
 
 
 def _uncertain_spans(ws: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
-    spans: list[list[float]] = []
-    for w in ws:
-        if not w.get("uncertain"):
-            continue
-        a, b = w["start_ms"] / 1000.0, w["end_ms"] / 1000.0
-        if spans and a <= spans[-1][1]:
-            spans[-1][1] = max(spans[-1][1], b)
-        else:
-            spans.append([a, b])
-    return [(a, b) for a, b in spans]
+    return merge_spans(
+        (w["start_ms"] / 1000.0, w["end_ms"] / 1000.0) for w in ws if w.get("uncertain")
+    )
 
 
 def trajectory_figure(

@@ -17,7 +17,7 @@ speaker's VAD kept audio (speech plus hangover); one speaker's segments never ov
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 #: gaps in which nobody speaks longer than this count as long silences (and end a monologue)
@@ -25,12 +25,11 @@ LONG_SILENCE_MS = 3000
 #: a speaker starting over another counts as an interruption when both go on this long
 INTERRUPTION_MS = 500
 
-Segment = tuple[int, int]
 
-
-def _merged(segments: Sequence[Sequence[int]]) -> list[Segment]:
-    out: list[list[int]] = []
-    for s, e in sorted((int(a), int(b)) for a, b in segments if int(b) > int(a)):
+def merge_spans(spans: Iterable[Sequence[float]]) -> list[tuple[Any, Any]]:
+    """Overlapping or touching ``(start, end)`` spans joined, in order; empty ones dropped."""
+    out: list[list[Any]] = []
+    for s, e in sorted((a, b) for a, b in spans if b > a):
         if out and s <= out[-1][1]:
             out[-1][1] = max(out[-1][1], e)
         else:
@@ -48,7 +47,7 @@ def conversation_metrics(
 ) -> dict[str, Any]:
     """Metrics over ``[0, duration_ms]``: per speaker (talk time and share, turns, longest
     monologue, interruptions made) and for the call (silence, long silences, overtalk)."""
-    segs = {spk: _merged(s) for spk, s in segments.items()}
+    segs = {spk: merge_spans(s) for spk, s in segments.items()}
     duration_ms = max(0, int(duration_ms))
     points = sorted({0, duration_ms, *(t for s in segs.values() for seg in s for t in seg)})
     points = [p for p in points if 0 <= p <= duration_ms]
