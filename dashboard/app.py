@@ -20,8 +20,9 @@ import re
 import secrets
 import tempfile
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import urlencode
 
 import dash
@@ -41,6 +42,7 @@ from callsense.storage.search import (
     CSV_FIELDS,
     ID_PATTERN,
     CallQuery,
+    CallStatus,
     call_detail,
     calls_csv,
     search_calls,
@@ -53,9 +55,8 @@ log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parent / "assets"
 UPLOAD_MAX_BYTES = 50 * 1024 * 1024
 UPLOAD_TYPES = (".wav", ".flac", ".ogg", ".mp3")
-HISTORY_FIELDS = [
-    "started_from",
-    "started_to",
+HISTORY_FIELDS = [  # the history form's inputs (value); the date range comes apart
+    "status",
     "agent",
     "customer",
     "queue",
@@ -312,8 +313,34 @@ def history_page() -> html.Div:
             html.H2("Call history"),
             html.Div(
                 [
-                    field("started_from", "from", type="text", placeholder="2026-11-21T08:00"),
-                    field("started_to", "to", type="text", placeholder="2026-11-22"),
+                    html.Label(
+                        [
+                            "started (days in this server's zone)",
+                            dcc.DatePickerRange(
+                                id="h-dates",
+                                start_date_id="h-date-from",
+                                end_date_id="h-date-to",
+                                display_format="YYYY-MM-DD",
+                                start_date_placeholder_text="from",
+                                end_date_placeholder_text="to",
+                                minimum_nights=0,
+                                clearable=True,
+                                first_day_of_week=1,
+                            ),
+                        ]
+                    ),
+                    html.Label(
+                        [
+                            "status",
+                            dcc.Dropdown(
+                                id="h-status",
+                                options=[{"label": "any", "value": ""}]
+                                + [{"label": v, "value": v} for v in get_args(CallStatus)],
+                                value="",
+                                clearable=False,
+                            ),
+                        ]
+                    ),
                     field("agent", "agent", type="text"),
                     field("customer", "customer", type="text"),
                     field("queue", "queue", type="text"),
@@ -424,8 +451,25 @@ def webhooks_page() -> html.Div:
     )
 
 
-def _history_query(values: dict[str, Any], page: int, sort_by: list[dict] | None) -> CallQuery:
-    data = {k: v for k, v in values.items() if v not in (None, "")}
+def day_bounds(first: str | None, last: str | None) -> dict[str, datetime]:
+    """The picked days (``YYYY-MM-DD``, the dashboard host's zone) as the search's half-open
+    interval: from the first day's midnight to the midnight after the last day."""
+    out = {}
+    if first:
+        out["started_from"] = datetime.fromisoformat(first[:10]).astimezone()
+    if last:
+        out["started_to"] = (datetime.fromisoformat(last[:10]) + timedelta(days=1)).astimezone()
+    return out
+
+
+def _history_query(
+    values: dict[str, Any],
+    page: int,
+    sort_by: list[dict] | None,
+    days: tuple[str | None, str | None] = (None, None),
+) -> CallQuery:
+    data: dict[str, Any] = {k: v for k, v in values.items() if v not in (None, "")}
+    data.update(day_bounds(*days))
     sort = (sort_by or [{"column_id": "started_at", "direction": "desc"}])[0]
     col = "call_id" if sort["column_id"] == "call_link" else sort["column_id"]
     data.update(
@@ -713,14 +757,16 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         Output("h-error", "children"),
         Output("h-export", "href"),
         [Input(f"h-{f}", "value") for f in HISTORY_FIELDS],
+        Input("h-dates", "start_date"),
+        Input("h-dates", "end_date"),
         Input("h-table", "page_current"),
         Input("h-table", "sort_by"),
     )
     def history(*args: Any) -> Any:
         values = dict(zip(HISTORY_FIELDS, args[: len(HISTORY_FIELDS)], strict=True))
-        page, sort_by = args[len(HISTORY_FIELDS) :]
+        first, last, page, sort_by = args[len(HISTORY_FIELDS) :]
         try:
-            q = _history_query(values, page, sort_by)
+            q = _history_query(values, page, sort_by, (first, last))
         except ValueError as exc:
             msg = "; ".join(
                 f"{e['loc'][0]}: {e['msg']}" for e in getattr(exc, "errors", lambda: [])()

@@ -15,7 +15,7 @@ import base64
 import statistics
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,25 @@ def test_live_view_alert_ack_and_history(dashboard_factory, tmp_path: Path) -> N
         assert box2 is not None
         export = driver.find_element(By.ID, "h-export").get_attribute("href")
         assert "agent=agent-7" in export
+        # days typed into the range picker: a past range hides the call, today's shows it
+        today = datetime.now().date()
+        for first, last, total in (
+            (today - timedelta(days=9), today - timedelta(days=2), "0 calls"),
+            (today, today, "1 calls"),
+        ):
+            for fid, day in (("h-date-from", first), ("h-date-to", last)):
+                box = driver.find_element(By.ID, fid)
+                box.send_keys(Keys.CONTROL, "a")
+                box.send_keys(day.isoformat(), Keys.TAB)  # a typed day counts on Tab
+            _wait(lambda t=total: driver.find_element(By.ID, "h-total").text == t,
+                  what=f"{total} for {first}..{last}")  # fmt: skip
+        assert f"started_from={today.isoformat()}" in driver.find_element(
+            By.ID, "h-export").get_attribute("href")  # fmt: skip
+        driver.find_element(By.ID, "h-status").click()
+        active = "//*[@role='option'][normalize-space()='active']"
+        _wait(lambda: driver.find_element(By.XPATH, active), what="status option").click()
+        _wait(lambda: driver.find_element(By.ID, "h-total").text == "0 calls",
+              what="no active call (it ended)")  # fmt: skip
     finally:
         writer.stop.set()
         driver.quit()
