@@ -30,12 +30,13 @@ from callsense.dashboard.api import install_error_handlers, make_api, parse_quer
 from callsense.dashboard.auth import current_user, install_auth
 from callsense.dashboard.data import live_overview
 from callsense.dashboard.display import label, mmss, shown, when
-from callsense.dashboard.figures import COLORS, sparkline, trajectory_figure
+from callsense.dashboard.figures import sparkline, trajectory_figure
 from callsense.dashboard.microphone import install_microphone
 from dash import ALL, Dash, Input, Output, State, ctx, dash_table, dcc, html
 from dash.exceptions import PreventUpdate
 from flask import Flask, Response, request
 
+from callsense.palette import emotion_color
 from callsense.storage.alerts import acknowledge, recent_deliveries
 from callsense.storage.db import make_engine, session_factory
 from callsense.storage.search import (
@@ -151,10 +152,10 @@ def _call_card(c: dict[str, Any]) -> html.Div:
                     html.Td(s["role"]),
                     html.Td(s["speaker"], className="muted"),
                     html.Td(
-                        label,
+                        [html.Span("●", className="swatch", style={"color": emotion_color(label)}),
+                         label],
                         className="emotion" + (" uncertain" if s.get("uncertain") else ""),
-                        style={"color": COLORS.get(label, "#444")},
-                    ),
+                    ),  # fmt: skip
                     html.Td(f"{s.get('confidence', 0):.0%}"),
                 ]
             )

@@ -9,20 +9,12 @@ import plotly.graph_objects as go
 from callsense.processors.conversation import merge_spans
 from plotly.subplots import make_subplots
 
-COLORS = {
-    "angry": "#d62728",
-    "sad": "#1f77b4",
-    "happy": "#e6b400",
-    "neutral": "#7f7f7f",
-    "calm": "#17becf",
-    "fear": "#9467bd",
-    "disgust": "#2ca02c",
-    "surprise": "#ff7f0e",
-}
-
-
-def _color(label: str) -> str:
-    return COLORS.get(label, "#444444")
+from callsense.palette import (
+    OTHER,
+    ROLE_COLORS,
+    SEVERITY_COLORS,
+    emotion_color,
+)
 
 
 def _uncertain_spans(ws: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
@@ -73,7 +65,7 @@ def trajectory_figure(
                     name=cls,
                     legendgroup=cls,
                     showlegend=cls not in shown,
-                    line=dict(color=_color(cls), width=2),
+                    line=dict(color=emotion_color(cls), width=2),
                     hovertemplate=f"{spk} {cls} %{{y:.2f}} at %{{x:.1f}} s<extra></extra>",
                 ),
                 row=row,
@@ -108,7 +100,7 @@ def trajectory_figure(
         ms = details.get("raised_call_ms", details.get("call_time_ms"))
         if ms is None:
             continue
-        color = "#d62728" if a.get("severity") == "critical" else "#ff7f0e"
+        color = SEVERITY_COLORS["critical" if a.get("severity") == "critical" else "warning"]
         fig.add_vline(x=ms / 1000.0, line_dash="dash", line_color=color, line_width=2)
         fig.add_annotation(
             x=ms / 1000.0,
@@ -134,7 +126,6 @@ def trajectory_figure(
 def sparkline(speakers: Sequence[dict[str, Any]]) -> go.Figure:
     """Anger probability of each speaker over the last minutes (tiny, static)."""
     fig = go.Figure()
-    palette = {"customer": "#d62728", "agent": "#1f77b4"}
     for s in speakers:
         fig.add_trace(
             go.Scatter(
@@ -142,7 +133,7 @@ def sparkline(speakers: Sequence[dict[str, Any]]) -> go.Figure:
                 y=s["anger"],
                 mode="lines",
                 name=s["role"],
-                line=dict(width=1.5, color=palette.get(s["role"], "#7f7f7f")),
+                line=dict(width=1.5, color=ROLE_COLORS.get(s["role"], OTHER)),
             )
         )
     fig.update_layout(

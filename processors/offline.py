@@ -29,6 +29,8 @@ from callsense.processors.stages import (
     WindowResult,
 )
 
+from callsense.palette import emotion_color
+
 if TYPE_CHECKING:
     from callsense.settings import Settings
 
@@ -266,7 +268,7 @@ def plot_trajectories(a: Analysis, path: Path) -> None:
         t = [(r.start_ms + r.end_ms) / 2000.0 for r in rs]
         for lab in labels:
             ys = [(r.smoothed_probabilities or r.probabilities).get(lab, 0.0) for r in rs]
-            ax.plot(t, ys, marker="o", markersize=3, label=lab)
+            ax.plot(t, ys, marker="o", markersize=3, label=lab, color=emotion_color(lab))
         for r, x in zip(rs, t, strict=True):
             if r.uncertain:
                 ax.axvline(x, color="0.85", lw=4, zorder=0)
