@@ -21,6 +21,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
+from callsense.storage.alerts import ACK_NOTE_MAX
 from callsense.storage.search import (
     ID_PATTERN,
     AlertQuery,
@@ -178,8 +179,11 @@ def make_api(
         by = body.get("by") if isinstance(body, dict) else None
         if not isinstance(by, str) or not _ID_RE.match(by):
             return _error(400, 'JSON body {"by": "<user id>"} required')
+        note = body.get("note")
+        if note is not None and (not isinstance(note, str) or len(note) > ACK_NOTE_MAX):
+            return _error(400, f"note: a string of at most {ACK_NOTE_MAX} characters")
         with session_factory() as s, s.begin():
-            done = acknowledge(s, alert_id, by)
+            done = acknowledge(s, alert_id, by, note=note)
             row = s.get(Alert, alert_id)
             current = alert_to_dict(row) if row else None
         if current is None:
@@ -284,6 +288,7 @@ def openapi_document() -> dict[str, Any]:
             "resolved_at": "string",
             "acknowledged_by": "string",
             "acknowledged_at": "string",
+            "acknowledged_note": "string",
             "details": "object",
         },
         required=("id", "call_id", "rule", "status", "severity", "raised_at"),
@@ -519,7 +524,14 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {
                                     "type": "object",
                                     "required": ["by"],
-                                    "properties": {"by": {"type": "string"}},
+                                    "properties": {
+                                        "by": {"type": "string"},
+                                        "note": {
+                                            "type": "string",
+                                            "maxLength": ACK_NOTE_MAX,
+                                            "description": "What was done (optional).",
+                                        },
+                                    },
                                 }
                             }
                         },

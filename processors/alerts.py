@@ -200,11 +200,15 @@ class _Measure:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def acknowledged_event(alert: Mapping[str, Any], user: str, at: datetime) -> AlertEvent:
-    """The ``alert.acknowledged`` event for an alert acknowledged by ``user`` at ``at``."""
+def acknowledged_event(
+    alert: Mapping[str, Any], user: str, at: datetime, note: str | None = None
+) -> AlertEvent:
+    """The ``alert.acknowledged`` event for an alert acknowledged by ``user`` at ``at``, with
+    their note (if any; the alert's own note otherwise)."""
     data = dict(alert)
     data["acknowledged_by"] = user
     data["acknowledged_at"] = _iso(at)
+    data["acknowledged_note"] = note if note is not None else alert.get("acknowledged_note")
     return AlertEvent(
         event_id=_hash_id("msg", data["id"], "acknowledged", _iso(at), user),
         type="alert.acknowledged",
@@ -421,6 +425,7 @@ class AlertEngine:
                         "resolved_at": None,
                         "acknowledged_by": None,
                         "acknowledged_at": None,
+                        "acknowledged_note": None,
                         "details": details,
                     }
                     out.append(self._event(rs, "alert.raised", now))

@@ -45,6 +45,7 @@ def alert_to_dict(a: Alert) -> dict[str, Any]:
         "resolved_at": iso(a.resolved_at),
         "acknowledged_by": a.acknowledged_by,
         "acknowledged_at": iso(a.acknowledged_at),
+        "acknowledged_note": a.acknowledged_note,
         "details": a.details or {},
     }
 
@@ -70,6 +71,7 @@ def apply_alert_event(session: Session, event_type: str, alert: dict[str, Any]) 
         if row.acknowledged_by is None:
             row.acknowledged_by = alert.get("acknowledged_by")
             row.acknowledged_at = _dt(alert.get("acknowledged_at"))
+            row.acknowledged_note = alert.get("acknowledged_note")
         session.flush()
         return row
     new_status = alert.get("status", "raised")
@@ -86,15 +88,29 @@ def apply_alert_event(session: Session, event_type: str, alert: dict[str, Any]) 
     return row
 
 
-def acknowledge(session: Session, alert_id: str, user: str, at: datetime | None = None):
-    """Mark an alert acknowledged by ``user``. Returns the updated alert dict, or ``None`` if the
-    alert does not exist, was already acknowledged (acknowledging twice changes nothing) or is
-    resolved (there is nothing left to act on)."""
+ACK_NOTE_MAX = 500  # characters of an acknowledgement's note
+
+
+def acknowledge(
+    session: Session,
+    alert_id: str,
+    user: str,
+    at: datetime | None = None,
+    note: str | None = None,
+):
+    """Mark an alert acknowledged by ``user``, with an optional ``note`` (what they did; at most
+    ``ACK_NOTE_MAX`` characters, blank is none). Returns the updated alert dict, or ``None`` if
+    the alert does not exist, was already acknowledged (acknowledging twice changes nothing) or
+    is resolved (there is nothing left to act on)."""
+    note = (note or "").strip() or None
+    if note is not None and len(note) > ACK_NOTE_MAX:
+        raise ValueError(f"the note is longer than {ACK_NOTE_MAX} characters")
     row = session.get(Alert, alert_id)
     if row is None or row.acknowledged_by is not None or row.status == "resolved":
         return None
     row.acknowledged_by = user[:128]
     row.acknowledged_at = at or datetime.now(UTC)
+    row.acknowledged_note = note
     session.flush()
     return alert_to_dict(row)
 
@@ -189,3 +205,4 @@ class AlertStore:
                     current = alert_to_dict(row)
                     ev.alert["acknowledged_by"] = current["acknowledged_by"]
                     ev.alert["acknowledged_at"] = current["acknowledged_at"]
+                    ev.alert["acknowledged_note"] = current["acknowledged_note"]

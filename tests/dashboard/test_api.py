@@ -138,9 +138,12 @@ def test_call_detail_and_alerts(api: httpx.Client) -> None:
 
 
 def test_acknowledge_via_api(api: httpx.Client) -> None:
-    r = api.post("/api/alerts/al_test1/ack", json={"by": "sam"}, headers=AUTH)
+    long_note = {"by": "sam", "note": "x" * 501}
+    assert api.post("/api/alerts/al_test1/ack", json=long_note, headers=AUTH).status_code == 400
+    r = api.post("/api/alerts/al_test1/ack", json={"by": "sam", "note": "rang back"}, headers=AUTH)
     assert r.status_code == 200 and r.json()["acknowledged"] is True
     assert r.json()["alert"]["acknowledged_by"] == "sam"
+    assert r.json()["alert"]["acknowledged_note"] == "rang back"
     again = api.post("/api/alerts/al_test1/ack", json={"by": "kim"}, headers=AUTH).json()
     assert again["acknowledged"] is False and again["alert"]["acknowledged_by"] == "sam"
     assert api.post("/api/alerts/al_nope/ack", json={"by": "x"}, headers=AUTH).status_code == 404

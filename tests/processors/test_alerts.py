@@ -220,8 +220,12 @@ def test_alert_events_persist_idempotently(database_url: str) -> None:
     with sf() as s, s.begin():
         store.apply_alert_event(s, events[0].type, events[0].alert)
     with sf() as s, s.begin():
-        ack = store.acknowledge(s, events[0].alert["id"], "sam", datetime(2026, 1, 1, tzinfo=UTC))
+        with pytest.raises(ValueError, match="longer than"):
+            store.acknowledge(s, events[0].alert["id"], "sam", note="x" * 501)
+        ack = store.acknowledge(s, events[0].alert["id"], "sam", datetime(2026, 1, 1, tzinfo=UTC),
+                                note="  called the customer back  ")  # fmt: skip
         assert ack and ack["acknowledged_by"] == "sam"
+        assert ack["acknowledged_note"] == "called the customer back"
         assert store.acknowledge(s, events[0].alert["id"], "other") is None  # once only
     ack_ev = acknowledged_event(ack, "sam", datetime(2026, 1, 1, tzinfo=UTC))
     for ev in [events[0], ack_ev, events[1], events[0], events[1]]:  # replayed out of order
@@ -232,6 +236,7 @@ def test_alert_events_persist_idempotently(database_url: str) -> None:
         assert len(rows) == 1
         row = rows[0]
         assert row.status == "resolved" and row.acknowledged_by == "sam"
+        assert row.acknowledged_note == "called the customer back"
         assert row.resolved_at is not None
         assert store.open_alerts(s) == []
     engine.dispose()
@@ -246,10 +251,11 @@ def test_alert_store_carries_the_acknowledgement_into_later_events(database_url:
     db = store.AlertStore(database_url)
     db.apply(first)
     with db.session_factory() as s, s.begin():
-        store.acknowledge(s, first[0].alert["id"], "sam")
+        store.acknowledge(s, first[0].alert["id"], "sam", note="took over")
     later = [e for i in range(4, 30) for e in eng.feed(win(i, "neutral", call="p2"))]
     assert "alert.resolved" in types(later)
     db.apply(later)
     assert all(e.alert["acknowledged_by"] == "sam" for e in later)
     assert all(e.alert["acknowledged_at"] for e in later)
+    assert all(e.alert["acknowledged_note"] == "took over" for e in later)
     db.engine.dispose()
