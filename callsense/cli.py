@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calls": ("callsense.storage.cli:calls_group", "Query stored calls."),
     "db": ("callsense.storage.cli:db_group", "Database migrations."),
     "dashboard": ("callsense.dashboard.cli:dashboard_cmd", "Run the supervisor dashboard."),
+    "hash-password": (
+        "callsense.dashboard.cli:hash_password_cmd",
+        "Hash a dashboard user's password.",
+    ),
     "webhook": ("callsense.processors.webhooks:webhook_group", "Alert webhook tools."),
     "diarize": ("callsense.processors.diarization:diarize_cmd", "Diarize a mono file."),
 }

@@ -9,6 +9,7 @@ environment, never from files in the repository.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -292,6 +293,11 @@ class Settings(BaseSettings):
     dashboard_poll_ms: int = Field(
         1000, ge=200, le=1000, description="Dashboard refresh interval (data on screen <= 2 s)."
     )
+    dashboard_users: SecretStr | None = Field(
+        None,
+        description="More sign-in users, comma separated name:role:hash (role supervisor, or "
+        "analyst: read-only; hash from `callsense hash-password`). Set, sign-in is required.",
+    )
     dashboard_secret_key: SecretStr | None = Field(
         None, description="Flask session key for sign-in cookies (random per process if unset)."
     )
@@ -307,6 +313,18 @@ class Settings(BaseSettings):
             return tuple(dict.fromkeys(parts))
         return v
 
+    @field_validator("dashboard_users")
+    @classmethod
+    def _check_users(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            parse_users(v.get_secret_value())
+        return v
+
+    @property
+    def accounts(self) -> dict[str, tuple[DashboardRole, str]]:
+        """Named dashboard users → (role, password hash); empty when none are configured."""
+        return parse_users(self.dashboard_users.get_secret_value()) if self.dashboard_users else {}
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
@@ -318,6 +336,32 @@ class Settings(BaseSettings):
         if self.worker_instance_id:
             return self.worker_instance_id
         return f"{self.app_id}-worker" if self.broker_kind == "noida" else None
+
+
+DashboardRole = Literal["supervisor", "analyst"]
+DASHBOARD_ROLES: tuple[DashboardRole, ...] = ("supervisor", "analyst")
+_USER_NAME = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
+
+
+def parse_users(text: str) -> dict[str, tuple[DashboardRole, str]]:
+    """``name:role:hash,...`` → {name: (role, hash)}; a clear error for a malformed entry (the
+    error never repeats a hash)."""
+    users: dict[str, tuple[DashboardRole, str]] = {}
+    for i, entry in enumerate(e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        parts = entry.split(":", 2)
+        if len(parts) != 3 or not parts[2]:
+            raise ValueError(f"user entry {i + 1}: expected name:role:hash")
+        name, role, hashed = parts
+        if not _USER_NAME.match(name):
+            raise ValueError(f"user entry {i + 1}: bad user name {name!r}")
+        if role not in DASHBOARD_ROLES:
+            raise ValueError(f"user {name}: role must be one of {list(DASHBOARD_ROLES)}")
+        if name in users:
+            raise ValueError(f"user {name} is listed twice")
+        users[name] = (role, hashed)  # type: ignore[assignment]
+    return users
 
 
 @lru_cache(maxsize=1)

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 
 import dash
 from callsense.dashboard.api import install_error_handlers, make_api, parse_query
-from callsense.dashboard.auth import current_user, install_auth
+from callsense.dashboard.auth import current_role, current_user, install_auth
 from callsense.dashboard.data import live_overview
 from callsense.dashboard.display import label, mmss, shown, when
 from callsense.dashboard.figures import sparkline, trajectory_figure
@@ -35,10 +35,18 @@ from callsense.dashboard.microphone import install_microphone
 from dash import ALL, Dash, Input, Output, State, ctx, dash_table, dcc, html
 from dash.exceptions import PreventUpdate
 from flask import Flask, Response, request
+from sqlalchemy import select
 
 from callsense.palette import emotion_color
-from callsense.storage.alerts import acknowledge, recent_deliveries
+from callsense.storage.alerts import (
+    ACK_NOTE_MAX,
+    acknowledge,
+    alert_to_dict,
+    inbox_alerts,
+    recent_deliveries,
+)
 from callsense.storage.db import make_engine, session_factory
+from callsense.storage.schema import Alert
 from callsense.storage.search import (
     CSV_FIELDS,
     ID_PATTERN,
@@ -118,18 +126,31 @@ def _badge(text: str, kind: str) -> html.Span:
     return html.Span(text, className=f"badge badge-{kind}")
 
 
-def _alert_item(a: dict[str, Any]) -> html.Div:
+def _ack_state(a: dict[str, Any], can_ack: bool, note: bool = False) -> Any:
+    """Who acknowledged the alert (and their note); else an Acknowledge button (with a note
+    box when ``note``) for a supervisor, nothing to do for a resolved alert or an analyst."""
     if a.get("acknowledged_by"):
-        ack: Any = html.Span(
-            f"acknowledged by {a['acknowledged_by']} at {when(a['acknowledged_at'])}",
+        said = f": {a['acknowledged_note']}" if a.get("acknowledged_note") else ""
+        return html.Span(
+            f"acknowledged by {a['acknowledged_by']} at {when(a['acknowledged_at'])}{said}",
             className="acked",
         )
-    elif a.get("status") == "resolved":  # nothing left to act on: no button
-        ack = html.Span("resolved, not acknowledged", className="muted")
-    else:
-        ack = html.Button(
-            "Acknowledge", id={"type": "ack", "alert": a["id"]}, n_clicks=0, className="ack-btn"
-        )
+    if a.get("status") == "resolved":  # nothing left to act on: no button
+        return html.Span("resolved, not acknowledged", className="muted")
+    if not can_ack:
+        return html.Span("open (read-only)", className="muted")
+    button = html.Button(
+        "Acknowledge", id={"type": "ack", "alert": a["id"]}, n_clicks=0, className="ack-btn"
+    )
+    if not note:
+        return button
+    box = dcc.Input(id={"type": "ack-note", "alert": a["id"]}, placeholder="note (optional)",
+                    maxLength=ACK_NOTE_MAX, className="ack-note")  # fmt: skip
+    return html.Span([box, button])
+
+
+def _alert_item(a: dict[str, Any], can_ack: bool = True) -> html.Div:
+    ack = _ack_state(a, can_ack)
     return html.Div(
         [
             _badge(a["severity"], a["severity"]),
@@ -142,7 +163,7 @@ def _alert_item(a: dict[str, Any]) -> html.Div:
     )
 
 
-def _call_card(c: dict[str, Any]) -> html.Div:
+def _call_card(c: dict[str, Any], can_ack: bool = True) -> html.Div:
     rows = []
     for s in c["speakers"]:
         label = s.get("label", "-")
@@ -190,7 +211,7 @@ def _call_card(c: dict[str, Any]) -> html.Div:
                 ],
                 className="card-row",
             ),
-            html.Div([_alert_item(a) for a in c["alerts"]], className="alerts"),
+            html.Div([_alert_item(a, can_ack) for a in c["alerts"]], className="alerts"),
         ],
         className="call-card" + (" has-alert" if c["alerts"] else ""),
         **{"data-call": c["call_id"], "data-windows": str(c["n_windows"])},
@@ -405,6 +426,43 @@ def history_page() -> html.Div:
     )
 
 
+def alerts_page() -> html.Div:
+    return html.Div(
+        [
+            html.H2("Alerts"),
+            dcc.Checklist(id="inbox-resolved", value=[],
+                          options=[{"label": " also resolved in the last 24 h", "value": "on"}]),
+            html.P(id="inbox-count", className="muted"),
+            html.Div(id="inbox"),
+            dcc.Store(id="inbox-sig"),
+        ]
+    )  # fmt: skip
+
+
+def _inbox_row(a: dict[str, Any], can_ack: bool) -> html.Tr:
+    return html.Tr(
+        [
+            html.Td(_badge(a["severity"], a["severity"])),
+            html.Td(_badge(a["status"], "status")),
+            html.Td(_age(a), id={"type": "inbox-age", "alert": a["id"]}),
+            html.Td(dcc.Link(a["call_id"], href=f"/call/{a['call_id']}")),
+            html.Td(f"{a['rule']}: {a['message']}"),
+            html.Td(when(a["raised_at"])),
+            html.Td(_ack_state(a, can_ack, note=True)),
+        ],
+        className="inbox-row",
+        **{"data-alert": a["id"]},
+    )
+
+
+def _age(a: dict[str, Any], now: datetime | None = None) -> str:
+    """How long an open alert has waited (m:ss), or how long a resolved one was open."""
+    raised = datetime.fromisoformat(a["raised_at"])
+    end = datetime.fromisoformat(a["resolved_at"]) if a.get("resolved_at") else None
+    waited = ((end or now or datetime.now(raised.tzinfo)) - raised).total_seconds()
+    return ("open " if end is None else "was open ") + mmss(max(0.0, waited))
+
+
 def upload_page() -> html.Div:
     return html.Div(
         [
@@ -522,7 +580,7 @@ def _window_dicts(results: list[Any]) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------------------- app
 LIVE_MAX_CARDS = 200  # beyond this the live page says how many it does not show
 
-PAGE_PATHS = frozenset({"/", "/history", "/upload", "/webhooks"})
+PAGE_PATHS = frozenset({"/", "/alerts", "/history", "/upload", "/webhooks"})
 DASH_PREFIXES = ("/_dash-", "/_reload-hash", "/_favicon.ico", "/assets/")
 
 
@@ -594,6 +652,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         [
             html.Span("callsense", className="brand"),
             dcc.Link("Live", href="/"),
+            dcc.Link("Alerts", href="/alerts"),
             dcc.Link("History", href="/history"),
             dcc.Link("Upload", href="/upload"),
             dcc.Link("Webhooks", href="/webhooks"),
@@ -645,7 +704,8 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             if not re.match(ID_PATTERN, call_id):
                 return html.Div("Malformed call id.", className="error")
             return call_page(call_id)
-        pages = {"/history": history_page, "/upload": upload_page, "/webhooks": webhooks_page}
+        pages = {"/history": history_page, "/upload": upload_page, "/webhooks": webhooks_page,
+                 "/alerts": alerts_page}  # fmt: skip
         if path in pages:
             return pages[path]()
         return html.Div(f"No page at {path}.", className="error")
@@ -690,7 +750,9 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             head += f"; the filters show {len(kept)} and hide {len(calls) - len(kept)}"
         if len(shown) < len(kept):
             head += f"; showing the top {len(shown)} of {len(kept)} (the rest: History)"
-        cards = [html.P(head, className="muted", id="live-count")] + [_call_card(c) for c in shown]
+        can_ack = current_role(settings) == "supervisor"
+        cards = [html.P(head, className="muted", id="live-count")]
+        cards += [_call_card(c, can_ack) for c in shown]
         return cards, new, queues, open_alerts
 
     app.clientside_callback(NOTIFY_JS, Output("alert-toast", "children"),
@@ -728,26 +790,86 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             ]
         )
         fig = trajectory_figure(d["windows"], d["speakers"], d["alerts_list"])
-        alerts = [_alert_item(a) for a in d["alerts_list"]] or html.P(
+        can_ack = current_role(settings) == "supervisor"
+        alerts = [_alert_item(a, can_ack) for a in d["alerts_list"]] or html.P(
             "No alerts.", className="muted"
         )
         conversation = conversation_view((d.get("summary") or {}).get("conversation"))
         return meta, fig, conversation, alerts, new
 
     @app.callback(
-        Output("ack-msg", "children"),
-        Input({"type": "ack", "alert": ALL}, "n_clicks"),
+        Output("inbox", "children"),
+        Output("inbox-count", "children"),
+        Output("inbox-sig", "data"),
+        Output("live-alerts", "data", allow_duplicate=True),
+        Input("tick", "n_intervals"),
+        Input("url", "pathname"),
+        Input("inbox-resolved", "value"),
+        State("inbox-sig", "data"),
+        prevent_initial_call="initial_duplicate",
+    )
+    def inbox(_n: int | None, path: str | None, resolved: list[str] | None, sig: str | None) -> Any:
+        """Re-rendered only when an alert changes, so a note being typed survives the ticks."""
+        if path != "/alerts":
+            raise PreventUpdate
+        since = datetime.now().astimezone() - timedelta(hours=24) if resolved else None
+        with sf() as s:
+            rows = inbox_alerts(s, since)
+        can_ack = current_role(settings) == "supervisor"
+        keys = ("id", "status", "severity", "acknowledged_by", "message")
+        new = _sig([[{k: a.get(k) for k in keys} for a in rows], can_ack])
+        if new == sig:
+            raise PreventUpdate
+        live = [a for a in rows if a["status"] != "resolved"]
+        unacked = sum(not a["acknowledged_by"] for a in live)
+        critical = sum(a["severity"] == "critical" for a in live)
+        count = (f"{len(live)} open ({critical} critical), {unacked} not acknowledged; "
+                 "open first, most severe first, longest waiting first")  # fmt: skip
+        if not rows:
+            table: Any = html.P("No open alerts.", className="muted")
+        else:
+            table = html.Table([_inbox_row(a, can_ack) for a in rows], className="inbox")
+        open_alerts = [{k: a.get(k) for k in ("id", "call_id", "severity", "message")}
+                       for a in live]  # fmt: skip
+        return table, count, new, open_alerts
+
+    @app.callback(
+        Output({"type": "inbox-age", "alert": ALL}, "children"),
+        Input("tick", "n_intervals"),
+        State({"type": "inbox-age", "alert": ALL}, "id"),
         prevent_initial_call=True,
     )
-    def ack(clicks: list[int | None]) -> Any:
+    def inbox_ages(_n: int | None, ids: list[dict[str, str]]) -> Any:
+        if not ids:
+            raise PreventUpdate
+        wanted = [i["alert"] for i in ids]
+        with sf() as s:
+            rows = {r.id: alert_to_dict(r) for r in s.scalars(
+                select(Alert).where(Alert.id.in_(wanted)))}  # fmt: skip
+        return [_age(rows[i]) if i in rows else "-" for i in wanted]
+
+    @app.callback(
+        Output("ack-msg", "children"),
+        Input({"type": "ack", "alert": ALL}, "n_clicks"),
+        State({"type": "ack-note", "alert": ALL}, "value"),
+        prevent_initial_call=True,
+    )
+    def ack(clicks: list[int | None], _notes: list[str | None]) -> Any:
         trig = ctx.triggered_id
         if not trig or not any(t.get("value") for t in ctx.triggered):
             raise PreventUpdate
+        if current_role(settings) != "supervisor":
+            return "Analysts cannot acknowledge alerts (read-only)."
+        note = next((st.get("value") for st in ctx.states_list[0]
+                     if st["id"]["alert"] == trig["alert"]), None)  # fmt: skip
         user = current_user(settings)
-        with sf() as s, s.begin():
-            done = acknowledge(s, trig["alert"], user)
+        try:
+            with sf() as s, s.begin():
+                done = acknowledge(s, trig["alert"], user, note=note)
+        except ValueError as exc:
+            return str(exc)
         if done is None:
-            return "Already acknowledged."
+            return "Already acknowledged, or resolved."
         notifier(done)
         return f"Alert acknowledged by {user}."
 

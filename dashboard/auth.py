@@ -4,7 +4,9 @@ Sign-in is required when the dashboard is bound beyond loopback or a password is
 (``CALLSENSE_DASHBOARD_PASSWORD``); on loopback without one nobody signs in (the acknowledging
 user is ``CALLSENSE_DASHBOARD_USER``). Signed in, every page and Dash callback rides on the
 session cookie: user ``CALLSENSE_DASHBOARD_USER`` with the password, or any user name with the
-token ``CALLSENSE_API_TOKEN`` as password. One scheme per surface: pages take the session only,
+token ``CALLSENSE_API_TOKEN`` as password (both supervisors), or a named user of
+``CALLSENSE_DASHBOARD_USERS`` with their own password and role: supervisors acknowledge alerts,
+analysts only read. One scheme per surface: pages take the session only,
 the JSON API (/api) only its bearer token (checked there). After ``MAX_FAILURES`` wrong
 passwords from one address within ``LOCKOUT_S``, sign-in answers 429 until the window passes.
 """
@@ -117,7 +119,8 @@ def install_auth(server: Flask, settings: Settings, require_login: bool) -> None
         settings.dashboard_password.get_secret_value() if settings.dashboard_password else None
     )
     token = settings.api_token.get_secret_value() if settings.api_token else None
-    if require_login and not (password or token):
+    accounts = settings.accounts
+    if require_login and not (password or token or accounts):
         raise ValueError(
             "the dashboard is bound beyond loopback: set CALLSENSE_DASHBOARD_PASSWORD "
             "(or CALLSENSE_API_TOKEN) so supervisors can sign in"
@@ -156,12 +159,12 @@ def install_auth(server: Flask, settings: Settings, require_login: bool) -> None
                 return body, 429, {"Retry-After": str(int(wait_s) + 1)}
             user = request.form.get("user", "")
             pw = request.form.get("password", "")
-            ok_pw = user == user_name and password is not None and _eq(pw, password)
-            ok_token = token is not None and _eq(pw, token)
-            if _USER_RE.match(user) and (ok_pw or ok_token):
+            role = _check_password(user, pw, user_name, password, token, accounts)
+            if _USER_RE.match(user) and role:
                 throttle.succeeded(client)
                 session.clear()
                 session["user"] = user
+                session["role"] = role
                 return redirect(nxt)
             throttle.failed(client)
             error = "wrong user or password"
@@ -171,6 +174,40 @@ def install_auth(server: Flask, settings: Settings, require_login: bool) -> None
     def logout() -> Any:
         session.clear()
         return redirect("/login")
+
+
+def _check_password(
+    user: str,
+    pw: str,
+    user_name: str,
+    password: str | None,
+    token: str | None,
+    accounts: dict[str, tuple[str, str]],
+) -> str | None:
+    """The role ``user`` signs in with, or None for a wrong password. A named account is
+    checked against its own hash only."""
+    from werkzeug.security import check_password_hash
+
+    if user in accounts:
+        role, hashed = accounts[user]
+        try:
+            return role if check_password_hash(hashed, pw) else None
+        except ValueError:  # not a hash werkzeug knows
+            return None
+    if user == user_name and password is not None and _eq(pw, password):
+        return "supervisor"
+    if token is not None and _eq(pw, token):
+        return "supervisor"
+    return None
+
+
+def current_role(settings: Settings) -> str:
+    """The acting user's role: the signed-in role, else supervisor (nobody signs in on
+    loopback without a password)."""
+    try:
+        return session.get("role") or "supervisor"
+    except RuntimeError:  # outside a request
+        return "supervisor"
 
 
 def current_user(settings: Settings) -> str:

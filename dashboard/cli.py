@@ -23,8 +23,12 @@ def dashboard_cmd(host: str | None, port: int | None, no_migrate: bool) -> None:
     if not no_migrate:
         upgrade(settings.effective_database_url)
     try:
-        # a set password is always enforced; without one only loopback goes unsigned
-        require_login = not is_loopback(host) or settings.dashboard_password is not None
+        # a set password or named users are always enforced; else only loopback goes unsigned
+        require_login = (
+            not is_loopback(host)
+            or settings.dashboard_password is not None
+            or bool(settings.accounts)
+        )
         app = create_app(settings, require_login=require_login)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -33,3 +37,12 @@ def dashboard_cmd(host: str | None, port: int | None, no_migrate: bool) -> None:
     click.echo(f"callsense dashboard on http://{host}:{port}/ (API: /api/openapi.json)")
     # a production WSGI server (not Flask's development server); no Server header
     serve(app.server, host=host, port=port, threads=settings.dashboard_threads, ident="")
+
+
+@click.command("hash-password")
+@click.password_option(help="The password (asked twice when not given).")
+def hash_password_cmd(password: str) -> None:
+    """Print a password hash for CALLSENSE_DASHBOARD_USERS (name:role:hash)."""
+    from werkzeug.security import generate_password_hash
+
+    click.echo(generate_password_hash(password))

@@ -122,6 +122,29 @@ def open_alerts(session: Session, call_ids: list[str] | None = None) -> list[Ale
     return list(session.scalars(stmt.order_by(Alert.raised_at.desc())))
 
 
+SEVERITY_RANK = {"critical": 0, "warning": 1}  # inbox order: most severe first
+
+
+def inbox_alerts(
+    session: Session, resolved_since: datetime | None = None, limit: int = 500
+) -> list[dict[str, Any]]:
+    """The alerts inbox: every open alert, then (with ``resolved_since``) alerts resolved since
+    then; open before resolved, most severe first, then the longest waiting first. At most
+    ``limit`` rows (open ones first, so none is crowded out by resolved ones)."""
+    cond = Alert.status != "resolved"
+    if resolved_since is not None:
+        cond = cond | (Alert.resolved_at >= resolved_since)
+    rows = [alert_to_dict(a) for a in session.scalars(select(Alert).where(cond))]
+    rows.sort(
+        key=lambda a: (
+            a["status"] == "resolved",
+            SEVERITY_RANK.get(a["severity"], len(SEVERITY_RANK)),
+            a["raised_at"] or "",
+        )
+    )
+    return rows[:limit]
+
+
 def record_delivery(
     session: Session,
     *,

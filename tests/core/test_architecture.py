@@ -3,7 +3,8 @@ itself back through others, and the wheel carries runtime code and data only.
 
 Layers, lowest first (a module may import its own layer's modules and lower layers only):
 
-0. ``callsense.settings`` (and the ``callsense`` package itself): configuration
+0. ``callsense.settings``, ``callsense.palette`` (and the ``callsense`` package itself):
+   configuration and the charts' colours
 1. ``callsense.models``: audio and emotion
 2. ``callsense.storage``: the database
 3. ``callsense.processors``: stages, diarization, the stream (Faust), alerts, webhooks
@@ -29,7 +30,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 LAYERS: list[tuple[str, ...]] = [
-    ("callsense", "callsense.settings"),
+    ("callsense", "callsense.settings", "callsense.palette"),
     ("callsense.models",),
     ("callsense.storage",),
     ("callsense.processors",),
