@@ -228,6 +228,8 @@ def live_page() -> html.Div:
             dcc.Checklist(id="live-alerted", options=[{"label": " alerts only", "value": "on"}],
                           value=[]),  # fmt: skip
             html.Button("Enable notifications", id="notify-permission", className="ack-btn"),
+            dcc.Checklist(id="sound-on", options=[{"label": " sound on new alerts", "value": "on"}],
+                          value=[], persistence=True, persistence_type="local"),  # fmt: skip
         ],
         className="filters",
     )
@@ -250,7 +252,8 @@ def filter_live(
 
 
 # a new open alert on any live call: the tab title counts open alerts, an in-page toast names
-# the new ones, and a browser notification shows them when the user allowed notifications
+# the new ones, a browser notification shows them when the user allowed notifications, and a
+# short tone plays (higher for critical) when the user turned sound on
 NOTIFY_JS = """
 function(alerts) {
     if (alerts === null || alerts === undefined) { return window.dash_clientside.no_update; }
@@ -265,6 +268,18 @@ function(alerts) {
         .join("; ");
     if ("Notification" in window && Notification.permission === "granted") {
         new Notification("callsense", {body: text, tag: fresh[0].id});
+    }
+    if (window.localStorage.getItem("callsense.sound") === "on") {
+        try {
+            const ac = window.__callsenseAudio || (window.__callsenseAudio = new AudioContext());
+            const tone = ac.createOscillator(), gain = ac.createGain();
+            tone.frequency.value = fresh.some(a => a.severity === "critical") ? 880 : 660;
+            gain.gain.value = 0.15;
+            tone.connect(gain).connect(ac.destination);
+            tone.start();
+            tone.stop(ac.currentTime + 0.3);
+            window.__callsenseBeeps = (window.__callsenseBeeps || 0) + 1;
+        } catch (e) { console.warn("callsense: no sound", e); }
     }
     return text;
 }
@@ -757,6 +772,15 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
 
     app.clientside_callback(NOTIFY_JS, Output("alert-toast", "children"),
                             Input("live-alerts", "data"))  # fmt: skip
+    app.clientside_callback(  # the choice lives in the browser; the click lets audio start
+        """function(v) { const on = (v || []).includes("on");
+        window.localStorage.setItem("callsense.sound", on ? "on" : "off");
+        if (on) { window.__callsenseAudio = window.__callsenseAudio || new AudioContext();
+                  window.__callsenseAudio.resume(); }
+        return window.dash_clientside.no_update; }""",
+        Output("sound-on", "title"),
+        Input("sound-on", "value"),
+    )
     app.clientside_callback(
         """function(n) { if (n && "Notification" in window) { Notification.requestPermission(); }
         return window.dash_clientside.no_update; }""",

@@ -84,6 +84,9 @@ def test_hundred_calls_ranked_filtered_and_a_new_alert_notifies(
         assert f"the filters show {tech} and hide {N - tech}" in driver.find_element(
             By.ID, "live-count").text  # fmt: skip
         assert not driver.find_element(By.ID, "alert-toast").text  # nothing new yet
+        driver.find_element(By.CSS_SELECTOR, "#sound-on input").click()
+        _wait(lambda: driver.execute_script(
+            "return localStorage.getItem('callsense.sound') === 'on'"), 10, "sound on")  # fmt: skip
 
         # a new alert on a call the filter hides still notifies
         with served.sf.begin() as s:
@@ -93,6 +96,7 @@ def test_hundred_calls_ranked_filtered_and_a_new_alert_notifies(
                       "alert toast")  # fmt: skip
         assert "wall-013" in toast and "customer angry 30 s" in toast
         assert driver.title.startswith("(2)")
+        assert driver.execute_script("return window.__callsenseBeeps") == 1  # one tone
 
         # a phone: a fresh page (filters reset) at 390 px
         driver.set_window_size(390, 844)
