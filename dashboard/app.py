@@ -56,6 +56,7 @@ from callsense.storage.search import (
     calls_csv,
     search_calls,
 )
+from callsense.storage.team import ANGRY_SHARE, shift_calls, summarise, team_overview
 
 if TYPE_CHECKING:
     from callsense.settings import Settings
@@ -478,6 +479,81 @@ def _age(a: dict[str, Any], now: datetime | None = None) -> str:
     return ("open " if end is None else "was open ") + mmss(max(0.0, waited))
 
 
+SHIFT_HOURS = (1, 4, 8, 12, 24)
+TEAM_COLUMNS = (("active", "active now"), ("calls", "calls"),
+                ("angry_share", "angry customer"), ("open_alerts", "open alerts"),
+                ("aht_s", "avg handling"))  # fmt: skip
+
+
+def _shift_picker(pid: str) -> html.Label:
+    return html.Label(["shift: the last", dcc.Dropdown(
+        id=pid, options=[{"label": f"{h} h", "value": h} for h in SHIFT_HOURS], value=8,
+        clearable=False, persistence=True, persistence_type="session")])  # fmt: skip
+
+
+def team_page() -> html.Div:
+    return html.Div(
+        [
+            html.H2("Team"),
+            html.Div([_shift_picker("team-hours")], className="filters"),
+            html.P(f"Calls started in the shift or still active. 'Angry customer': an alert, or "
+                   f"the customer angry in ≥ {ANGRY_SHARE:.0%} of confident windows. Average "
+                   "handling time over the calls that are over. Customer emotion only.",
+                   className="muted"),  # fmt: skip
+            html.H3("Queues"),
+            html.Div(id="team-queues"),
+            html.H3("Agents"),
+            html.Div(id="team-agents"),
+            dcc.Store(id="team-sig"),
+        ]
+    )
+
+
+def agent_page(agent: str, settings: Settings) -> html.Div:
+    policy = ("Customer emotion on this agent's calls; the agent's own emotion is not inferred "
+              "(CALLSENSE_EMOTION_ROLES=customer).")  # fmt: skip
+    if "agent" in settings.emotion_roles:
+        policy = (
+            "Customer emotion on this agent's calls. Agent emotion is enabled for this "
+            "deployment (CALLSENSE_EMOTION_ROLES) and shows on each call's page."
+        )
+    return html.Div(
+        [
+            html.H2(f"Agent {agent}"),
+            dcc.Store(id="agent-id", data=agent),
+            html.Div([_shift_picker("agent-hours")], className="filters"),
+            html.P(policy, className="muted", id="agent-policy"),
+            html.Div(id="agent-summary"),
+            html.Div(id="agent-calls"),
+            dcc.Store(id="agent-sig"),
+        ]
+    )
+
+
+def _team_cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "angry_share":
+        return f"{value:.0%}"
+    if key == "aht_s":
+        return mmss(value)
+    return str(value)
+
+
+def _team_table(rows: list[dict[str, Any]], name: str, link: str | None = None) -> Any:
+    if not rows:
+        return html.P("No calls in this shift.", className="muted")
+    head = html.Tr([html.Th(name), *(html.Th(t) for _, t in TEAM_COLUMNS)])
+    body = []
+    for r in rows:
+        key = r["key"] or "(none)"
+        first = dcc.Link(key, href=f"{link}{r['key']}") if link and r["key"] else key
+        body.append(html.Tr([html.Td(first), *(html.Td(_team_cell(k, r[k]))
+                                                for k, _ in TEAM_COLUMNS)],
+                            className="team-row", **{"data-key": key}))  # fmt: skip
+    return html.Table([head, *body], className="inbox team")
+
+
 def upload_page() -> html.Div:
     return html.Div(
         [
@@ -595,7 +671,7 @@ def _window_dicts(results: list[Any]) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------------------- app
 LIVE_MAX_CARDS = 200  # beyond this the live page says how many it does not show
 
-PAGE_PATHS = frozenset({"/", "/alerts", "/history", "/upload", "/webhooks"})
+PAGE_PATHS = frozenset({"/", "/alerts", "/team", "/history", "/upload", "/webhooks"})
 DASH_PREFIXES = ("/_dash-", "/_reload-hash", "/_favicon.ico", "/assets/")
 
 
@@ -610,8 +686,9 @@ def install_known_paths(server: Flask) -> None:
         dash_catch_all = rule is None or rule.rule in ("/", "/<path:path>")
         if not dash_catch_all or path in PAGE_PATHS or path.startswith(DASH_PREFIXES):
             return None
-        if path.startswith("/call/") and re.match(ID_PATTERN, path[len("/call/") :]):
-            return None
+        for prefix in ("/call/", "/agent/"):
+            if path.startswith(prefix) and re.match(ID_PATTERN, path[len(prefix) :]):
+                return None
         if path.startswith("/api/"):
             return Response('{"error": "not found"}', status=404, mimetype="application/json")
         return Response("Not found.", status=404, mimetype="text/plain")
@@ -668,6 +745,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             html.Span("callsense", className="brand"),
             dcc.Link("Live", href="/"),
             dcc.Link("Alerts", href="/alerts"),
+            dcc.Link("Team", href="/team"),
             dcc.Link("History", href="/history"),
             dcc.Link("Upload", href="/upload"),
             dcc.Link("Webhooks", href="/webhooks"),
@@ -719,8 +797,13 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             if not re.match(ID_PATTERN, call_id):
                 return html.Div("Malformed call id.", className="error")
             return call_page(call_id)
+        if path.startswith("/agent/"):
+            agent = path[len("/agent/") :]
+            if not re.match(ID_PATTERN, agent):
+                return html.Div("Malformed agent id.", className="error")
+            return agent_page(agent, settings)
         pages = {"/history": history_page, "/upload": upload_page, "/webhooks": webhooks_page,
-                 "/alerts": alerts_page}  # fmt: skip
+                 "/alerts": alerts_page, "/team": team_page}  # fmt: skip
         if path in pages:
             return pages[path]()
         return html.Div(f"No page at {path}.", className="error")
@@ -871,6 +954,58 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             rows = {r.id: alert_to_dict(r) for r in s.scalars(
                 select(Alert).where(Alert.id.in_(wanted)))}  # fmt: skip
         return [_age(rows[i]) if i in rows else "-" for i in wanted]
+
+    @app.callback(
+        Output("team-queues", "children"),
+        Output("team-agents", "children"),
+        Output("team-sig", "data"),
+        Input("tick", "n_intervals"),
+        Input("url", "pathname"),
+        Input("team-hours", "value"),
+        State("team-sig", "data"),
+    )
+    def team(_n: int | None, path: str | None, hours: int | None, sig: str | None) -> Any:
+        if path != "/team":
+            raise PreventUpdate
+        since = datetime.now().astimezone() - timedelta(hours=hours or 8)
+        with sf() as s:
+            queues = team_overview(s, since, "queue")
+            agents = team_overview(s, since, "agent_id")
+        new = _sig([queues, agents])
+        if new == sig:  # unchanged: links stay clickable between ticks
+            raise PreventUpdate
+        return _team_table(queues, "queue"), _team_table(agents, "agent", "/agent/"), new
+
+    @app.callback(
+        Output("agent-summary", "children"),
+        Output("agent-calls", "children"),
+        Output("agent-sig", "data"),
+        Input("tick", "n_intervals"),
+        Input("agent-hours", "value"),
+        State("agent-id", "data"),
+        State("agent-sig", "data"),
+    )
+    def agent_view(_n: int | None, hours: int | None, agent: str | None, sig: str | None) -> Any:
+        if not agent:
+            raise PreventUpdate
+        since = datetime.now().astimezone() - timedelta(hours=hours or 8)
+        with sf() as s:
+            calls = shift_calls(s, since, agent)
+        new = _sig(calls)
+        if new == sig:
+            raise PreventUpdate
+        summary = _team_table([{"key": agent, **summarise(calls)}], "agent")
+        if not calls:
+            return summary, html.P("No calls in this shift.", className="muted"), new
+        head = html.Tr([html.Th(t) for t in ("call", "status", "started", "duration",
+                                              "customer anger", "alerts")])  # fmt: skip
+        rows = [html.Tr([html.Td(dcc.Link(c["call_id"], href=f"/call/{c['call_id']}")),
+                         html.Td(c["status"]), html.Td(when(c["started_at"])),
+                         html.Td(mmss(c["duration_s"])), html.Td(shown("anger_share",
+                                                                       c["anger_share"])),
+                         html.Td(str(c["alerts"]))], className="agent-call")
+                for c in calls]  # fmt: skip
+        return summary, html.Table([head, *rows], className="inbox"), new
 
     @app.callback(
         Output("ack-msg", "children"),

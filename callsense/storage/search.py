@@ -132,7 +132,9 @@ def _alert_stats():
     )
 
 
-def _base():
+def call_stats_query():
+    """Calls with their duration, customer anger share and alert counts (summary values when
+    the call ended, live ones from its windows before); ``(select, {name: column})``."""
     ws, als = _window_stats(), _alert_stats()
     live_share = case(
         (ws.c.n_cust > 0, cast(ws.c.n_cust_angry, Float) / ws.c.n_cust),
@@ -154,7 +156,8 @@ def _base():
     return stmt, cols
 
 
-def _row(call: Call, duration_s: Any, anger: Any, alerts: Any, open_alerts: Any) -> dict:
+def call_row(call: Call, duration_s: Any, anger: Any, alerts: Any, open_alerts: Any) -> dict:
+    """One row of :func:`call_stats_query` as a history row (ISO times, rounded figures)."""
     started, ended = _aware(call.started_at), _aware(call.ended_at)
     return {
         "call_id": call.call_id,
@@ -173,7 +176,7 @@ def _row(call: Call, duration_s: Any, anger: Any, alerts: Any, open_alerts: Any)
 
 def search_calls(session: Session, q: CallQuery) -> dict[str, Any]:
     """``{"total": n, "limit", "offset", "items": [call rows]}`` for a query."""
-    stmt, cols = _base()
+    stmt, cols = call_stats_query()
     conds = []
     if q.started_from:
         conds.append(Call.started_at >= q.started_from)
@@ -214,7 +217,7 @@ def search_calls(session: Session, q: CallQuery) -> dict[str, Any]:
         "total": int(total),
         "limit": q.limit,
         "offset": q.offset,
-        "items": [_row(*r) for r in rows],
+        "items": [call_row(*r) for r in rows],
     }
 
 
@@ -274,11 +277,11 @@ def window_to_dict(w: EmotionWindow) -> dict[str, Any]:
 
 def call_detail(session: Session, call_id: str, since_ms: int | None = None) -> dict | None:
     """Metadata, speakers, summary, windows (optionally only after ``since_ms``) and alerts."""
-    stmt, _ = _base()
+    stmt, _ = call_stats_query()
     row = session.execute(stmt.where(Call.call_id == call_id)).first()
     if row is None:
         return None
-    out = _row(*row)
+    out = call_row(*row)
     call: Call = row[0]
     out.update(
         channels=call.channels,
