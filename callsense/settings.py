@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     state_retention_ms: int = Field(
         3600 * 1000, description="retention.ms of the worker's call-state changelog topic."
     )
+    live_conversation_s: float = Field(
+        10.0,
+        ge=0.0,
+        description="Live conversation metrics (talk, silence, overtalk so far) go out every this "
+        "many seconds of a call's audio; 0 turns them off (the final ones come at its end).",
+    )
     call_idle_timeout_s: float = Field(
         60.0,
         ge=5.0,

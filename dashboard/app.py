@@ -303,10 +303,17 @@ def call_page(call_id: str) -> html.Div:
     )
 
 
-def conversation_view(conv: dict[str, Any] | None) -> Any:
-    """The call's conversation metrics (from both channels' VAD) as two small tables."""
+def conversation_view(conv: dict[str, Any] | None, live_at_s: float | None = None) -> Any:
+    """The call's conversation metrics (from both channels' VAD) as two small tables; with
+    ``live_at_s``, those of a live call's first ``live_at_s`` seconds."""
     if not conv:
         return html.P("Conversation metrics appear when the call ends.", className="muted")
+    caption = (
+        [html.P(f"Live: the first {mmss(live_at_s)} of the call (final figures when it ends).",
+                className="muted", id="conversation-live")]  # fmt: skip
+        if live_at_s is not None
+        else []
+    )
 
     def pct(v: float) -> str:
         return f"{100 * float(v):.0f} %"
@@ -331,6 +338,7 @@ def conversation_view(conv: dict[str, Any] | None) -> Any:
     ]
     return html.Div(
         [
+            *caption,
             html.Dl([x for k, v in call_rows for x in (html.Dt(k), html.Dd(v))]),
             html.Table(
                 [html.Thead(html.Tr([html.Th(h) for h in head]))]
@@ -901,7 +909,12 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         alerts = [_alert_item(a, can_ack) for a in d["alerts_list"]] or html.P(
             "No alerts.", className="muted"
         )
-        conversation = conversation_view((d.get("summary") or {}).get("conversation"))
+        final = (d.get("summary") or {}).get("conversation")
+        live = (d.get("extra") or {}).get("conversation_live")
+        if final or not live:
+            conversation = conversation_view(final)
+        else:
+            conversation = conversation_view(live["metrics"], live["at_ms"] / 1000.0)
         return meta, fig, conversation, alerts, new
 
     @app.callback(

@@ -31,6 +31,7 @@ from callsense.processors.events import (
     CallStart,
     call_ended_event,
     call_started_event,
+    conversation_event,
     deadletter_event,
     parse_audio_event,
     window_event,
@@ -184,6 +185,7 @@ class CallContext:
         # a diarized mono call: its MonoDiarizedStream (speakers appear as it finds them)
         self.diar: Any = None
         self.last_audio_ts = start.ts  # producer time of its newest chunk (or of its start)
+        self.conversation_at = 0  # total_samples when live conversation metrics last went out
 
     def to_state(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -293,6 +295,7 @@ class CallProcessor:
         # calls' chunks move the watermark on, and only a quiet input means a quiet call
         self.watermark_ts = 0.0  # newest producer ts of any chunk processed here
         self.last_input_at = time.time()  # wall clock of the newest non-empty batch
+        self.conversation_every_s = float(settings.live_conversation_s)
         self.diarize_mono = bool(getattr(settings, "diarization_mono", False))
         if self.diarize_mono:  # refuse a configuration whose checkpoints cannot fit
             check_checkpoint_budget(settings, self.cfg)
@@ -546,12 +549,28 @@ class CallProcessor:
                 res.outputs.append(window_event(r.to_row(cid)))
                 res.stats["windows"] += 1
             res.outputs.extend(after.get(cid, []))
+            if live := self._live_conversation(ctx):
+                res.outputs.append(live)
             res.states[cid] = ctx
             if ctx.ended:
                 ctx.pipelines.clear()
                 ctx.smoothers.clear()
                 ctx.speaker_states.clear()
         return res
+
+    def _live_conversation(self, ctx: CallContext) -> dict[str, Any] | None:
+        """A live call's conversation metrics so far, every ``live_conversation_s`` of its
+        audio (None when not due, off, or the call has ended)."""
+        every = self.conversation_every_s * ctx.start.sample_rate
+        if ctx.ended or every <= 0 or ctx.total_samples - ctx.conversation_at < every:
+            return None
+        ctx.conversation_at = ctx.total_samples
+        at_ms = round(1000 * ctx.total_samples / ctx.start.sample_rate)
+        segments = {spk: ctx.pipelines[spk].speech_segments_ms() for spk, _r, _c in ctx.speakers
+                    if spk in ctx.pipelines}  # fmt: skip
+        roles = {spk: role for spk, role, _ch in ctx.speakers}
+        metrics = conversation_metrics(segments, roles, at_ms, ended=False)
+        return conversation_event(ctx.start.call_id, at_ms, metrics)
 
     def _idle(self, ctx: CallContext, now: float) -> bool:
         """No chunk of ``ctx`` for the idle timeout: while other calls' chunks went on (their

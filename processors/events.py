@@ -356,6 +356,13 @@ def window_event(row: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def conversation_event(call_id: str, at_ms: int, conversation: dict[str, Any]) -> dict[str, Any]:
+    """The conversation metrics of a live call so far (its first ``at_ms`` of audio); a later
+    event of the same call supersedes an earlier one, and ``call_ended`` carries the final."""
+    return {"kind": "conversation", "call_id": call_id, "at_ms": int(at_ms),
+            "conversation": conversation}  # fmt: skip
+
+
 def call_ended_event(
     call_id: str,
     duration_s: float,

@@ -7,6 +7,7 @@
   the call is unknown (never lose a window to a foreign key), and insert-ignore its speaker
   (a diarized mono call's ``call_started`` cannot list speakers: they appear with their
   first windows);
+* ``conversation``: a live call's metrics so far replace older ones (never an ended call's);
 * ``call_ended``: insert-ignore every speaker it lists, mark the call ended, compute the
   summary from the stored windows (``summarize_call``) and upsert it (primary key call_id, so
   a replay rewrites the same row).
@@ -67,7 +68,11 @@ def _dialect_insert(session: Session) -> Any:
 
 
 def upsert_call(session: Session, ev: dict[str, Any]) -> None:
-    """Insert the call or refresh its metadata (an ended call keeps its status)."""
+    """Insert the call or refresh its metadata (an ended call keeps its status; ``extra`` keeps
+    what other events put there, e.g. live conversation metrics)."""
+    held = session.get(Call, ev["call_id"])
+    extra = {**((held.extra or {}) if held is not None else {}),
+             "agent_channel": ev.get("agent_channel", 0)}  # fmt: skip
     values = {
         "call_id": ev["call_id"],
         "agent_id": ev.get("agent_id"),
@@ -76,7 +81,7 @@ def upsert_call(session: Session, ev: dict[str, Any]) -> None:
         "channels": int(ev.get("channels", 1)),
         "sample_rate": int(ev.get("sample_rate", 16000)),
         "source": ev.get("source"),
-        "extra": {"agent_channel": ev.get("agent_channel", 0)},
+        "extra": extra,
     }
     started = _ts(ev.get("ts"))
     if started is not None:
@@ -122,6 +127,21 @@ def ensure_call(session: Session, call_id: str) -> None:
 
 
 ENDED_STATUSES = ("ended", "abandoned", "truncated")
+
+
+def live_conversation(session: Session, ev: dict[str, Any]) -> None:
+    """Keep a live call's newest conversation metrics in ``extra["conversation_live"]``
+    (``{"at_ms", "metrics"}``); older or replayed snapshots and ended calls change nothing."""
+    ensure_call(session, ev["call_id"])
+    call = session.get(Call, ev["call_id"])
+    if call is None or call.status in ENDED_STATUSES:
+        return
+    held = (call.extra or {}).get("conversation_live") or {}
+    if int(held.get("at_ms", -1)) >= int(ev["at_ms"]):
+        return
+    live = {"at_ms": int(ev["at_ms"]), "metrics": ev["conversation"]}
+    call.extra = {**(call.extra or {}), "conversation_live": live}
+    session.flush()
 
 
 def end_call(session: Session, ev: dict[str, Any]) -> dict[str, Any]:
@@ -208,6 +228,8 @@ class Writer:
                     upsert_call(session, ev)
                     known.add(ev["call_id"])
                     res.calls_started += 1
+                elif kind == "conversation":
+                    live_conversation(session, ev)
                 elif kind == "call_ended":
                     flush()
                     ensure_speakers(session, ev)

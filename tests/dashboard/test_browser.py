@@ -183,6 +183,20 @@ def test_live_view_alert_ack_and_history(dashboard_factory, tmp_path: Path) -> N
         assert "uncertain window" in graph_text  # legend entry of the uncertain markers
         assert "acknowledged by supervisor" in driver.find_element(By.ID, "call-alerts").text
         assert "appear when the call ends" in driver.find_element(By.ID, "call-conversation").text
+        # the worker's live conversation metrics show while the call goes on
+        from callsense.processors.conversation import conversation_metrics
+
+        from callsense.storage.writer import Writer
+
+        metrics = conversation_metrics({"ch0": [(0, 4000)], "ch1": [(5000, 9000)]},
+                                       {"ch0": "agent", "ch1": "customer"}, 10_000, ended=False)
+        live_writer = Writer(served.settings.effective_database_url)
+        live_writer.write([{"kind": "conversation", "call_id": CALL, "at_ms": 10_000,
+                            "conversation": metrics}])  # fmt: skip
+        live_writer.close()
+        conv_text = lambda: driver.find_element(By.ID, "call-conversation").text  # noqa: E731
+        _wait(lambda: "Live: the first 0:10" in conv_text(), 20, "live conversation metrics")
+        assert "ch1 (customer)" in conv_text()
         driver.set_window_size(1500, 1250)
         time.sleep(1.5)
         driver.save_screenshot(str(tmp_path / "dashboard-call.png"))

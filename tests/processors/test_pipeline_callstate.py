@@ -335,3 +335,33 @@ def test_calls_beyond_the_worker_cap_are_dead_lettered_whole(classifier: BatchCl
              Incoming(CallStart("four", 16000, 2).encode(), b"four", "t", 0, 21)]  # fmt: skip
     res = p.process(batch, {"one": res.states["one"]})
     assert res.deadletters == [] and p.live_calls() == 2
+
+
+def test_live_conversation_metrics_go_out_during_the_call(
+    shared_data: Path, tmp_path: Path, classifier: BatchClassifier
+) -> None:
+    path = build_call(shared_data, tmp_path / "c.wav", left=("ravdess_05", "neutral", ""),
+                      right=("ravdess_06", "angry", "strong"), clips=2)  # fmt: skip
+    msgs = _messages(path, "lc1")
+    outputs: list[dict] = []
+    p = CallProcessor(Settings(live_conversation_s=2.0), classifier)
+    states: dict = {}
+    for i in range(0, len(msgs), 5):
+        res = p.process(msgs[i : i + 5], dict(states))
+        states.update(res.states)
+        outputs += res.outputs
+    live = [o for o in outputs if o["kind"] == "conversation"]
+    final = next(o for o in outputs if o["kind"] == "call_ended")["conversation"]
+    ats = [o["at_ms"] for o in live]
+    assert len(live) >= 3 and ats == sorted(ats)
+    assert all(b - a >= 2000 for a, b in zip(ats, ats[1:], strict=False))
+    assert outputs.index(live[-1]) < outputs.index(next(o for o in outputs
+                                                         if o["kind"] == "call_ended"))
+    for o in live:  # so far never more than in the end, and it grows
+        assert o["conversation"]["duration_s"] == pytest.approx(o["at_ms"] / 1000, abs=0.01)
+        for spk, s in o["conversation"]["speakers"].items():
+            assert s["talk_time_s"] <= final["speakers"][spk]["talk_time_s"] + 1e-6
+    talk = [sum(s["talk_time_s"] for s in o["conversation"]["speakers"].values()) for o in live]
+    assert talk == sorted(talk) and talk[-1] > talk[0]
+    off = CallProcessor(Settings(live_conversation_s=0), classifier).process(msgs, {})
+    assert not [o for o in off.outputs if o["kind"] == "conversation"]

@@ -125,3 +125,34 @@ def test_an_abandoned_call_is_stored_as_abandoned_with_its_summary(database_url:
     assert gone is not None and gone["call"]["status"] == "abandoned"
     assert gone["summary"] is not None
     assert other is not None and other["call"]["status"] == "ended"  # unknown status: ended
+
+
+def test_live_conversation_keeps_the_newest_snapshot_until_the_call_ends(
+    database_url: str,
+) -> None:
+    from callsense.storage.schema import Call
+
+    def conv(at_ms: int) -> dict[str, Any]:
+        return {"kind": "conversation", "call_id": "lv", "at_ms": at_ms,
+                "conversation": {"duration_s": at_ms / 1000, "silence_s": 1.0}}  # fmt: skip
+
+    def held() -> Any:
+        with session_factory(make_engine(database_url)).begin() as s:
+            return (s.get(Call, "lv").extra or {}).get("conversation_live")
+
+    started = {"kind": "call_started", "call_id": "lv", "sample_rate": 8000, "channels": 2,
+               "agent_channel": 1, "ts": 1.0, "speakers": []}  # fmt: skip
+    writer = Writer(database_url)
+    try:
+        writer.write([started, conv(10_000)])
+        writer.write([conv(20_000), conv(10_000)])  # an older one (a replay) changes nothing
+        assert held() == {"at_ms": 20_000, "metrics": conv(20_000)["conversation"]}
+        writer.write([started])  # a replayed call_started keeps it, and the agent channel
+        assert held()["at_ms"] == 20_000
+        with session_factory(make_engine(database_url)).begin() as s:
+            assert s.get(Call, "lv").extra["agent_channel"] == 1
+        writer.write([{"kind": "call_ended", "call_id": "lv", "duration_s": 25.0,
+                       "talk_time_s": {}, "ts": 26.0}, conv(30_000)])  # fmt: skip
+        assert held()["at_ms"] == 20_000  # an ended call takes no more live snapshots
+    finally:
+        writer.close()
