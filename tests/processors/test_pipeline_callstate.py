@@ -108,12 +108,17 @@ def _windows(outputs: list[dict]) -> list[tuple]:
     )  # fmt: skip
 
 
-def test_restart_from_stored_state_replays_to_identical_windows(
-    shared_data: Path, tmp_path: Path, classifier: BatchClassifier
-) -> None:
-    path = build_call(shared_data, tmp_path / "c.wav", left=("ravdess_05", "neutral", ""),
+@pytest.fixture
+def neutral_angry(shared_data: Path, tmp_path: Path) -> Path:
+    """A stereo call: a neutral agent (left), a strongly angry customer (right), 2 clips each."""
+    return build_call(shared_data, tmp_path / "c.wav", left=("ravdess_05", "neutral", ""),
                       right=("ravdess_06", "angry", "strong"), clips=2)  # fmt: skip
-    msgs = _messages(path, "c1")
+
+
+def test_restart_from_stored_state_replays_to_identical_windows(
+    neutral_angry: Path, classifier: BatchClassifier
+) -> None:
+    msgs = _messages(neutral_angry, "c1")
     settings = Settings()
 
     # uninterrupted run, batches of 7 messages
@@ -338,11 +343,9 @@ def test_calls_beyond_the_worker_cap_are_dead_lettered_whole(classifier: BatchCl
 
 
 def test_live_conversation_metrics_go_out_during_the_call(
-    shared_data: Path, tmp_path: Path, classifier: BatchClassifier
+    neutral_angry: Path, classifier: BatchClassifier
 ) -> None:
-    path = build_call(shared_data, tmp_path / "c.wav", left=("ravdess_05", "neutral", ""),
-                      right=("ravdess_06", "angry", "strong"), clips=2)  # fmt: skip
-    msgs = _messages(path, "lc1")
+    msgs = _messages(neutral_angry, "lc1")
     outputs: list[dict] = []
     p = CallProcessor(Settings(live_conversation_s=2.0), classifier)
     states: dict = {}
