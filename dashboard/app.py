@@ -46,6 +46,7 @@ from callsense.storage.alerts import (
     recent_deliveries,
 )
 from callsense.storage.db import make_engine, session_factory
+from callsense.storage.rules import current_rules, rule_versions, save_rules
 from callsense.storage.schema import Alert
 from callsense.storage.search import (
     CSV_FIELDS,
@@ -538,6 +539,43 @@ def agent_page(agent: str, settings: Settings) -> html.Div:
     )
 
 
+def rules_page() -> html.Div:
+    return html.Div(
+        [
+            html.H2("Alert rules"),
+            html.P(id="rules-source", className="muted"),
+            html.P("A JSON list of rules (fields in docs/dashboard.md). Saving makes a new "
+                   "version that every worker takes within seconds; versions are kept.",
+                   className="muted"),  # fmt: skip
+            dcc.Textarea(id="rules-text", className="rules-text", spellCheck=False),
+            html.Div(
+                [
+                    dcc.Input(id="rules-note", placeholder="what changed (optional)",
+                              maxLength=500, className="ack-note"),  # fmt: skip
+                    html.Button("Validate", id="rules-validate", className="ack-btn"),
+                    html.Button("Save as new version", id="rules-save", className="ack-btn"),
+                ],
+                className="filters",
+            ),
+            html.Div(id="rules-msg", className="flash"),
+            html.H3("Versions"),
+            html.Div(id="rules-versions"),
+        ]
+    )
+
+
+def _versions_table(versions: list[dict[str, Any]]) -> Any:
+    if not versions:
+        return html.P("Never edited: the environment's rules are in force.", className="muted")
+    head = html.Tr([html.Th(t) for t in ("version", "saved", "by", "note", "rules")])
+    rows = [html.Tr([html.Td(str(v["version"])), html.Td(when(v["created_at"])),
+                     html.Td(v["created_by"]), html.Td(v["note"] or "-"),
+                     html.Td(", ".join(r.get("name", "?") for r in v["rules"]))],
+                    className="rules-version")
+            for v in versions]  # fmt: skip
+    return html.Table([head, *rows], className="inbox")
+
+
 def _team_cell(key: str, value: Any) -> str:
     if value is None:
         return "-"
@@ -679,7 +717,9 @@ def _window_dicts(results: list[Any]) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------------------- app
 LIVE_MAX_CARDS = 200  # beyond this the live page says how many it does not show
 
-PAGE_PATHS = frozenset({"/", "/alerts", "/team", "/history", "/upload", "/webhooks"})
+PAGE_PATHS = frozenset(
+    {"/", "/alerts", "/team", "/rules", "/history", "/upload", "/webhooks"}
+)
 DASH_PREFIXES = ("/_dash-", "/_reload-hash", "/_favicon.ico", "/assets/")
 
 
@@ -754,6 +794,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             dcc.Link("Live", href="/"),
             dcc.Link("Alerts", href="/alerts"),
             dcc.Link("Team", href="/team"),
+            dcc.Link("Rules", href="/rules"),
             dcc.Link("History", href="/history"),
             dcc.Link("Upload", href="/upload"),
             dcc.Link("Webhooks", href="/webhooks"),
@@ -811,7 +852,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
                 return html.Div("Malformed agent id.", className="error")
             return agent_page(agent, settings)
         pages = {"/history": history_page, "/upload": upload_page, "/webhooks": webhooks_page,
-                 "/alerts": alerts_page, "/team": team_page}  # fmt: skip
+                 "/alerts": alerts_page, "/team": team_page, "/rules": rules_page}  # fmt: skip
         if path in pages:
             return pages[path]()
         return html.Div(f"No page at {path}.", className="error")
@@ -1019,6 +1060,64 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
                          html.Td(str(c["alerts"]))], className="agent-call")
                 for c in calls]  # fmt: skip
         return summary, html.Table([head, *rows], className="inbox"), new
+
+    @app.callback(
+        Output("rules-text", "value"),
+        Output("rules-source", "children"),
+        Output("rules-versions", "children"),
+        Output("rules-save", "disabled"),
+        Input("url", "pathname"),
+        Input("rules-msg", "children"),
+    )
+    def rules_view(path: str | None, _msg: Any) -> Any:
+        """The rules in force as editable JSON, where they come from, and the versions."""
+        if path != "/rules":
+            raise PreventUpdate
+        from callsense.processors.alerts import parse_rules, rules_json
+
+        with sf() as s:
+            cur = current_rules(s)
+            versions = rule_versions(s)
+        if cur:
+            rules, source = cur["rules"], (f"In force: version {cur['version']}, saved by "
+                                           f"{cur['created_by']} {when(cur['created_at'])}.")
+        else:
+            rules = rules_json(parse_rules(settings.alert_rules))
+            source = ("In force: the environment's rules (CALLSENSE_ALERT_RULES, or the "
+                      "defaults when it is empty).")  # fmt: skip
+        read_only = current_role(settings) != "supervisor"
+        if read_only:
+            source += " Read-only: only supervisors save rules."
+        text = json.dumps(rules, indent=2)
+        if ctx.triggered_id == "rules-msg":  # after validate/save, keep what the user typed
+            text = dash.no_update
+        return text, source, _versions_table(versions), read_only
+
+    @app.callback(
+        Output("rules-msg", "children"),
+        Input("rules-validate", "n_clicks"),
+        Input("rules-save", "n_clicks"),
+        State("rules-text", "value"),
+        State("rules-note", "value"),
+        prevent_initial_call=True,
+    )
+    def rules_edit(_v: int | None, _s: int | None, text: str | None, note: str | None) -> Any:
+        from callsense.processors.alerts import parse_rules, rules_json
+
+        if not (text or "").strip():
+            return "Empty: write the rules as a JSON list (an empty list [] turns alerts off)."
+        try:
+            rules = parse_rules(text)
+        except ValueError as exc:
+            return f"Not saved: {exc}"
+        names = ", ".join(r.name for r in rules) or "none"
+        if ctx.triggered_id == "rules-validate":
+            return f"Valid: {len(rules)} rule(s) ({names})."
+        if current_role(settings) != "supervisor":
+            return "Analysts cannot change the rules (read-only)."
+        with sf() as s, s.begin():
+            version = save_rules(s, rules_json(rules), current_user(settings), note)
+        return f"Saved as version {version}: {names}. Workers take it within seconds."
 
     @app.callback(
         Output("ack-msg", "children"),

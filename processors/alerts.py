@@ -30,12 +30,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RULES: list[dict[str, Any]] = [
     {
@@ -121,6 +125,55 @@ def parse_rules(text: str | None) -> list[AlertRule]:
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate alert rule names in {names}")
     return rules
+
+
+def rules_json(rules: Iterable[AlertRule]) -> list[dict[str, Any]]:
+    """Rules as the JSON the environment and the database hold (every field spelled out)."""
+    return [r.model_dump(mode="json") for r in rules]
+
+
+class RuleSource:
+    """The alert rules in force: the newest version saved in the database (edited in the
+    dashboard), else ``CALLSENSE_ALERT_RULES`` (else the defaults). :meth:`refresh` reads the
+    database, so run it off the event loop; :meth:`due` says when ``every_s`` has passed."""
+
+    def __init__(self, env_text: str | None, session_factory: Any, every_s: float = 5.0) -> None:
+        self.env_rules = parse_rules(env_text)
+        self.rules = self.env_rules
+        self.version: int | None = None  # None: the environment's rules
+        self.sf = session_factory
+        self.every_s = every_s
+        self._checked = float("-inf")
+
+    def due(self) -> bool:
+        return time.monotonic() - self._checked >= self.every_s
+
+    def refresh(self) -> bool:
+        """Read the newest version; True when the rules in force changed. A version that does
+        not validate (written around the dashboard) or an unreachable database keeps the rules
+        in force, with an error in the log."""
+        from callsense.storage.rules import current_rules
+
+        self._checked = time.monotonic()
+        try:
+            with self.sf() as s:
+                cur = current_rules(s)
+        except Exception as exc:  # the database is down: the rules in force stay
+            log.warning("alert rules not refreshed (database): %s", exc)
+            return False
+        version = cur["version"] if cur else None
+        if version == self.version:
+            return False
+        try:
+            rules = parse_rules(json.dumps(cur["rules"])) if cur else self.env_rules
+        except ValueError as exc:
+            log.error("alert rules version %s ignored, the rules in force stay: %s", version, exc)
+            self.version = version
+            return False
+        self.version, self.rules = version, rules
+        where = f"version {version}" if version else "the environment"
+        log.info("alert rules from %s: %s", where, ", ".join(r.name for r in rules))
+        return True
 
 
 class WindowEvent(BaseModel):
@@ -231,6 +284,12 @@ class AlertEngine:
         self.states: dict[str, dict[str, Any]] = {}
 
     # -- public API ------------------------------------------------------------------------
+    def set_rules(self, rules: Iterable[AlertRule]) -> None:
+        """Evaluate ``rules`` from the next window on. Per-call state carries over by rule
+        name; an open alert of a rule no longer configured resolves when its call ends."""
+        self.rules = list(rules)
+        self.horizon_ms = max((r.horizon_ms for r in self.rules), default=60_000)
+
     @staticmethod
     def parse_event(event: Mapping[str, Any] | WindowEvent) -> WindowEvent:
         if isinstance(event, WindowEvent):

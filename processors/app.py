@@ -175,7 +175,7 @@ def faust_app(settings: Settings) -> Any:
 def create_app(settings: Settings, classifier: Any | None = None) -> Any:
     """Build the Faust app with every topic, table and agent of callsense."""
     from callsense.processors.admission import Admission
-    from callsense.processors.alerts import AlertEngine, parse_rules
+    from callsense.processors.alerts import AlertEngine, RuleSource
     from callsense.processors.callstate import CallProcessor, Incoming
     from callsense.processors.checkpoint import Checkpointer
     from callsense.processors.inference import BatchClassifier
@@ -217,8 +217,9 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
     )
     writer = Writer(settings.effective_database_url)
     db_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
-    alert_engine = AlertEngine(parse_rules(settings.alert_rules))
     alert_store = AlertStore(settings.effective_database_url)
+    rule_source = RuleSource(settings.alert_rules, alert_store.session_factory)
+    alert_engine = AlertEngine(rule_source.rules)
     alert_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
     deliverer = deliverer_from_settings(settings, alert_store.session_factory)
     health = Heartbeat(app, writer, db_executor, processor, admission)
@@ -310,6 +311,9 @@ def create_app(settings: Settings, classifier: Any | None = None) -> Any:
         loop = asyncio.get_running_loop()
         async for e in stream.events():
             m = e.message
+            if rule_source.due() and await loop.run_in_executor(alert_executor,
+                                                                 rule_source.refresh):
+                alert_engine.set_rules(rule_source.rules)  # edited in the dashboard
             try:
                 handled = alert_engine.handle(alert_state.get(m.key), m.value)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:

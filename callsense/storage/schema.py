@@ -157,3 +157,16 @@ class WorkerHeartbeat(Base):
     live_calls: Mapped[int] = mapped_column(Integer, default=0)
     audio_partitions: Mapped[int] = mapped_column(Integer, default=0)
     audio_lag: Mapped[int | None] = mapped_column(Integer, nullable=True)  # records behind
+
+
+class AlertRuleSet(Base):
+    """One saved version of the alert rules (edited in the dashboard); the newest is in force
+    and overrides ``CALLSENSE_ALERT_RULES``. Versions are never changed or deleted."""
+
+    __tablename__ = "alert_rule_sets"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.dash import HookReceiver, chrome_driver  # noqa: E402
+from support.dash import HookReceiver, chrome_driver, sign_in, users_setting  # noqa: E402
 from support.dash import wait as _wait  # noqa: E402
 
 
@@ -20,28 +20,16 @@ def _alert(call_id: str, aid: str, severity: str, minutes_ago: float, **kw: Any)
             "message": f"customer angry ({aid})", "raised_at": raised, **kw}  # fmt: skip
 
 
-def _sign_in(driver: Any, url: str, user: str, password: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    driver.get(url + "/logout")
-    driver.get(url + "/login?next=/alerts")
-    driver.find_element(By.ID, "user").send_keys(user)
-    driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.ID, "signin").click()
-
-
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_inbox_orders_alerts_and_only_supervisors_acknowledge_with_a_note(
     dashboard_factory: Any, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
-    from werkzeug.security import generate_password_hash
 
     from callsense.storage.alerts import apply_alert_event
     from callsense.storage.schema import Alert
 
-    users = ",".join([f"ana:analyst:{generate_password_hash('ana-pass-1')}",
-                      f"sam:supervisor:{generate_password_hash('sam-pass-1')}"])  # fmt: skip
+    users = users_setting(ana=("analyst", "ana-pass-1"), sam=("supervisor", "sam-pass-1"))
     secret = "whsec_" + base64.b64encode(b"i" * 32).decode()
     recv = HookReceiver(secret)
     served = dashboard_factory(require_login=True, seed_data=False, dashboard_users=users,
@@ -59,9 +47,9 @@ def test_inbox_orders_alerts_and_only_supervisors_acknowledge_with_a_note(
     rows = lambda: [r.get_attribute("data-alert")  # noqa: E731
                     for r in driver.find_elements(By.CSS_SELECTOR, ".inbox-row")]
     try:
-        _sign_in(driver, served.url, "ana", "wrong")
-        assert "wrong user or password" in driver.page_source
-        _sign_in(driver, served.url, "ana", "ana-pass-1")
+        sign_in(driver, served.url, "ana", "wrong", "/alerts")
+        _wait(lambda: "wrong user or password" in driver.page_source, 10, "sign-in refused")
+        sign_in(driver, served.url, "ana", "ana-pass-1", "/alerts")
         _wait(lambda: len(rows()) == 3, 20, "three open alerts")
         # open only; critical first, then the longest-waiting warning
         assert rows() == ["al_crit", "al_warn_old", "al_warn_new"]
@@ -75,7 +63,7 @@ def test_inbox_orders_alerts_and_only_supervisors_acknowledge_with_a_note(
         assert "resolved, not acknowledged" in driver.find_element(
             By.CSS_SELECTOR, '[data-alert="al_res"]').text  # fmt: skip
 
-        _sign_in(driver, served.url, "sam", "sam-pass-1")
+        sign_in(driver, served.url, "sam", "sam-pass-1", "/alerts")
         _wait(lambda: len(rows()) == 3, 20, "inbox for the supervisor")
         row = '[data-alert="al_warn_old"]'
         driver.find_element(By.CSS_SELECTOR, f"{row} input").send_keys("called the customer")

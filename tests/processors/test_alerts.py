@@ -259,3 +259,42 @@ def test_alert_store_carries_the_acknowledgement_into_later_events(database_url:
     assert all(e.alert["acknowledged_at"] for e in later)
     assert all(e.alert["acknowledged_note"] == "took over" for e in later)
     db.engine.dispose()
+
+
+def test_rules_edited_in_the_database_take_over_and_bad_versions_are_ignored(
+    database_url: str,
+) -> None:
+    from callsense.processors.alerts import RuleSource, rules_json
+
+    from callsense.storage.db import make_engine, session_factory
+    from callsense.storage.rules import rule_versions, save_rules
+    from callsense.storage.schema import AlertRuleSet
+
+    engine = make_engine(database_url)
+    sf = session_factory(engine)
+    env = json.dumps([DEFAULT_RULES[0]])  # customer_anger only
+    source = RuleSource(env, sf, every_s=0.0)
+    assert source.refresh() is False and source.version is None  # never edited: environment
+    alerts = AlertEngine(source.rules)
+    calm_then_sad = [win(i, "sad") for i in range(8)]
+    assert not [e for w in calm_then_sad for e in alerts.feed(w)]  # sadness: no anger alert
+
+    lenient = rules_json(parse_rules(json.dumps([{"name": "customer_sad", "labels": ["sad"],
+                                                  "min_share": 0.5, "severity": "critical"}])))
+    with sf.begin() as s:
+        assert save_rules(s, lenient, "sam", "  sad callers too ") == 1
+    assert source.refresh() is True and source.version == 1
+    alerts.set_rules(source.rules)
+    raised = [e for w in [win(i, "sad", call="c2") for i in range(8)] for e in alerts.feed(w)]
+    assert types(raised)[:1] == ["alert.raised"]
+    assert raised[0].alert["rule"] == "customer_sad" and raised[0].alert["severity"] == "critical"
+
+    with sf.begin() as s:  # written around the dashboard's validation
+        s.add(AlertRuleSet(rules=[{"name": "BAD NAME", "labels": []}], created_by="x"))
+    assert source.refresh() is False and [r.name for r in source.rules] == ["customer_sad"]
+    assert source.refresh() is False  # the bad version is not read again and again
+    with sf() as s:
+        versions = rule_versions(s)
+    assert [v["version"] for v in versions] == [2, 1]
+    assert versions[1]["note"] == "sad callers too" and versions[1]["created_by"] == "sam"
+    engine.dispose()

@@ -174,6 +174,24 @@ def chrome_driver(tmp_path: Path, *extra_args: str) -> Any:
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 
+def sign_in(driver: Any, url: str, user: str, password: str, next_path: str = "/") -> None:
+    """Sign out, then in as ``user`` through the sign-in form, landing on ``next_path``."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(url + "/logout")
+    driver.get(url + "/login?next=" + next_path)
+    driver.find_element(By.ID, "user").send_keys(user)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "signin").click()
+
+
+def users_setting(**roles: tuple[str, str]) -> str:
+    """``CALLSENSE_DASHBOARD_USERS`` for users given as name=(role, password)."""
+    from werkzeug.security import generate_password_hash
+
+    return ",".join(f"{n}:{r}:{generate_password_hash(p)}" for n, (r, p) in roles.items())
+
+
 def wait(cond: Any, timeout: float = 15.0, what: str = "") -> Any:
     end = time.monotonic() + timeout
     last_exc: Exception | None = None
