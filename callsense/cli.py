@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("benchmarks.core:bench_group", "Benchmarks (source checkout; JSON results)."),
     "calls": ("callsense.storage.cli:calls_group", "Query stored calls."),
     "db": ("callsense.storage.cli:db_group", "Database migrations."),
+    "recordings": ("callsense.storage.cli:recordings_group", "Call recordings (purge)."),
     "dashboard": ("callsense.dashboard.cli:dashboard_cmd", "Run the supervisor dashboard."),
     "hash-password": (
         "callsense.dashboard.cli:hash_password_cmd",

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     state_retention_ms: int = Field(
         3600 * 1000, description="retention.ms of the worker's call-state changelog topic."
     )
+    recording_retention_days: float = Field(
+        0.0,
+        ge=0.0,
+        description="Keep each call's audio as a WAV for review (call page player) this many "
+        "days; 0 keeps none. `callsense recordings purge` deletes older ones.",
+    )
     live_conversation_s: float = Field(
         10.0,
         ge=0.0,

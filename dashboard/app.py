@@ -23,7 +23,7 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import dash
 from callsense.dashboard.api import install_error_handlers, make_api, parse_query
@@ -34,7 +34,7 @@ from callsense.dashboard.figures import sparkline, trajectory_figure
 from callsense.dashboard.microphone import install_microphone
 from dash import ALL, Dash, Input, Output, State, ctx, dash_table, dcc, html
 from dash.exceptions import PreventUpdate
-from flask import Flask, Response, request
+from flask import Flask, Response, request, send_file
 from sqlalchemy import select
 
 from callsense.palette import emotion_color
@@ -46,6 +46,7 @@ from callsense.storage.alerts import (
     recent_deliveries,
 )
 from callsense.storage.db import make_engine, session_factory
+from callsense.storage.recordings import Recordings
 from callsense.storage.rules import current_rules, rule_versions, save_rules
 from callsense.storage.schema import Alert
 from callsense.storage.search import (
@@ -288,13 +289,20 @@ function(alerts) {
 """
 
 
-def call_page(call_id: str) -> html.Div:
+def call_page(call_id: str, recording: bool = False) -> html.Div:
+    player = []
+    if recording:  # assets/playhead.js keeps the player and the timeline together
+        player = [html.Audio(id="call-audio", src=f"/recordings/{quote(call_id, safe='')}.wav",
+                             controls=True, preload="metadata"),
+                  html.P("Recording: the line on the timeline follows playback; click the "
+                         "timeline to jump there.", className="muted")]  # fmt: skip
     return html.Div(
         [
             html.H2(f"Call {call_id}"),
             dcc.Store(id="call-id", data=call_id),
             dcc.Store(id="call-sig"),
             html.Div(id="call-meta", className="meta"),
+            *player,
             dcc.Graph(id="call-graph", config={"displaylogo": False}),
             html.H3("Conversation"),
             html.Div(id="call-conversation"),
@@ -765,6 +773,15 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
     server.register_blueprint(make_api(sf, lambda: token, on_ack=notifier))
     install_error_handlers(server)
 
+    recordings = Recordings(settings.data_dir / "recordings")
+
+    @server.get("/recordings/<call_id>.wav")
+    def recording(call_id: str) -> Any:
+        path = recordings.wav(call_id) if re.match(ID_PATTERN, call_id) else None
+        if path is None:
+            return Response("No recording of this call.", status=404, mimetype="text/plain")
+        return send_file(path, mimetype="audio/wav", conditional=True, max_age=0)
+
     @server.get("/export/calls.csv")
     def export_csv() -> Any:
         try:
@@ -845,7 +862,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             call_id = path[len("/call/") :]
             if not re.match(ID_PATTERN, call_id):
                 return html.Div("Malformed call id.", className="error")
-            return call_page(call_id)
+            return call_page(call_id, recordings.wav(call_id) is not None)
         if path.startswith("/agent/"):
             agent = path[len("/agent/") :]
             if not re.match(ID_PATTERN, agent):

@@ -37,6 +37,8 @@ from callsense.processors.events import (
     window_event,
 )
 
+from callsense.storage.recordings import Recordings
+
 if TYPE_CHECKING:
     from callsense.settings import Settings
 
@@ -296,6 +298,11 @@ class CallProcessor:
         self.watermark_ts = 0.0  # newest producer ts of any chunk processed here
         self.last_input_at = time.time()  # wall clock of the newest non-empty batch
         self.conversation_every_s = float(settings.live_conversation_s)
+        self.recordings = (
+            Recordings(settings.data_dir / "recordings")
+            if settings.recording_retention_days > 0
+            else None
+        )
         self.diarize_mono = bool(getattr(settings, "diarization_mono", False))
         if self.diarize_mono:  # refuse a configuration whose checkpoints cannot fit
             check_checkpoint_budget(settings, self.cfg)
@@ -679,6 +686,8 @@ class CallProcessor:
             return
 
     def _push(self, ctx: CallContext, ev: AudioChunk, audio: Any, windows: list[Any]) -> None:
+        if self.recordings is not None:
+            self.recordings.write(ctx.start.call_id, ev.sample_rate, ev.start_sample, audio)
         if ctx.diar is not None:
             self._route(ctx, ctx.diar.push(audio[0], ev.start_sample), windows)
         else:
@@ -720,6 +729,8 @@ class CallProcessor:
         conversation = conversation_metrics(segments, roles, round(duration * 1000))
         ts = float((ctx.end_event or {}).get("ts", 0.0))
         ctx.ended, ctx.ended_ts = True, ts
+        if self.recordings is not None:
+            self.recordings.finish(cid)
         ctx.waiting.clear()
         ctx.decoded.clear()
         status = str((ctx.end_event or {}).get("status", "ended"))

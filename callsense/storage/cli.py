@@ -241,3 +241,30 @@ def search_cmd(ctx: click.Context, fmt: str, ascending: bool, **filters: Any) ->
             f"queue={_fmt(r['queue'])} dur={_fmt(r['duration_s'], '.0f')}s "
             f"anger={_fmt(r['anger_share'], '.2f')} alerts={r['alerts']}"
         )
+
+
+@click.group("recordings")
+def recordings_group() -> None:
+    """Call recordings (kept when CALLSENSE_RECORDING_RETENTION_DAYS > 0)."""
+
+
+@recordings_group.command("purge")
+@click.option("--days", type=click.FloatRange(min=0), default=None,
+              help="Delete recordings older than this (default: CALLSENSE_RECORDING_RETENTION_DAYS"
+                   "; with retention off, every recording).")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+def purge_cmd(days: float | None, dry_run: bool) -> None:
+    """Delete recordings past their retention (run it daily, e.g. from cron)."""
+    from callsense.settings import get_settings
+    from callsense.storage.recordings import purge
+
+    settings = get_settings()
+    keep = days if days is not None else settings.recording_retention_days
+    directory = settings.data_dir / "recordings"
+    if not directory.is_dir():
+        click.echo(f"no recordings directory ({directory})")
+        return
+    gone = purge(directory, keep, dry_run=dry_run)
+    for path in gone:
+        click.echo(f"{'would delete' if dry_run else 'deleted'} {path.name}")
+    click.echo(f"{len(gone)} file(s) older than {keep:g} days in {directory}")

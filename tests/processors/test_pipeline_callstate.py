@@ -368,3 +368,23 @@ def test_live_conversation_metrics_go_out_during_the_call(
     assert talk == sorted(talk) and talk[-1] > talk[0]
     off = CallProcessor(Settings(live_conversation_s=0), classifier).process(msgs, {})
     assert not [o for o in off.outputs if o["kind"] == "conversation"]
+
+
+def test_recordings_are_the_calls_input_once_also_after_a_replay(
+    neutral_angry: Path, classifier: BatchClassifier, tmp_path: Path
+) -> None:
+    import soundfile as sf
+
+    msgs = _messages(neutral_angry, "rec1")
+    settings = Settings(recording_retention_days=7, data_dir=tmp_path / "data")
+    p = CallProcessor(settings, classifier)
+    first = p.process(msgs[:20], {})
+    p.process(msgs[10:], dict(first.states))  # chunks 10..19 come twice
+    wav = tmp_path / "data" / "recordings" / "rec1.wav"
+    got, rate = sf.read(wav, dtype="int16", always_2d=True)
+    want, want_rate = sf.read(neutral_angry, dtype="float32", always_2d=True)
+    assert rate == want_rate and got.shape == want.shape
+    assert np.abs(got.astype(int) - np.round(want * 32767).astype(int)).max() <= 1
+    off = tmp_path / "off"
+    CallProcessor(Settings(data_dir=off), classifier).process(msgs, {})
+    assert not (off / "recordings").exists()  # retention 0: nothing kept
