@@ -61,5 +61,13 @@ def test_team_page_then_an_agents_calls(dashboard_factory: Any, tmp_path: Path) 
         _wait(lambda: driver.find_element(By.XPATH, opt), what="24 h option").click()
         _wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, ".agent-call")) == 3, 20,
               "three calls in 24 h")  # fmt: skip
+        # a phone: the team, agent, alerts and rules pages do not scroll sideways at 390 px
+        driver.set_window_size(390, 844)
+        for page, ready in (("/team", "#team-queues .team-row"), ("/agent/B2", ".agent-call"),
+                            ("/alerts", ".inbox-row"), ("/rules", "#rules-text")):
+            driver.get(served.url + page)
+            _wait(lambda r=ready: driver.find_elements(By.CSS_SELECTOR, r), 20, page)
+            width = driver.execute_script("return document.documentElement.scrollWidth")
+            assert width <= 390, f"{page} is {width} px wide at 390 px"
     finally:
         driver.quit()
