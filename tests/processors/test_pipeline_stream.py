@@ -328,3 +328,38 @@ def test_bad_input_goes_to_deadletter_other_call_unaffected(
     assert db_scalar(url, "SELECT status FROM calls WHERE call_id = 'bad-call'") == "ended"
     # the oversize chunk was refused alone (the unit test shows chunk 0 is still used)
     assert db_scalar(url, "SELECT status FROM calls WHERE call_id = 'big-call'") == "ended"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_sample_calls_stream_to_the_windows_file_analysis_gives(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The shipped sample calls (both agent-channel layouts) through a worker on the embedded
+    broker give exactly the windows `callsense analyze` gives for the files: one code path."""
+    from callsense.ingest.samples import sample_calls
+    from callsense.processors.offline import analyze_file
+
+    calls = sample_calls()
+    with EmbeddedBroker(kind="tansu", data_dir=tmp_path / "broker") as broker:
+        ensure_topics(broker.bootstrap, Settings())
+        env = base_env(broker.bootstrap, database_url, tmp_path / "data",
+                       CALLSENSE_BROKER_KIND=broker.kind)  # fmt: skip
+        worker = Worker(env, tmp_path / "worker.log").start()
+        try:
+            wait_for(lambda: "Worker ready" in worker.log(), 120, "worker ready", worker)
+            for c in calls:
+                ingest = ingest_call(env, Path(c["path"]), c["call_id"], "max", c["agent_channel"])
+                _out, err = ingest.communicate(timeout=120)
+                assert ingest.returncode == 0, err
+            ended = "SELECT count(*) FROM call_summaries"
+            wait_for(lambda: db_scalar(database_url, ended) == len(calls), 180, "summaries", worker)
+        finally:
+            worker.stop()
+    for c in calls:
+        results = analyze_file(Path(c["path"]), Settings(), call_id=c["call_id"],
+                               agent_channel=c["agent_channel"])  # fmt: skip
+        offline = sorted((r.to_row(c["call_id"]) for r in results),
+                         key=lambda r: (r["speaker"], r["start_ms"]))  # fmt: skip
+        assert offline, c["call_id"]
+        stored = db_windows(database_url, c["call_id"])
+        assert_same_windows(stored, offline, [tmp_path / "worker.log"])

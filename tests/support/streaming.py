@@ -295,11 +295,13 @@ def delivery_story(logs: list[Path]) -> str:
 
 
 
-def ingest_call(env: dict[str, str], path: Path, call_id: str, speed: str) -> subprocess.Popen:
-    """`callsense ingest` of one stereo file (agent on channel 0) as a subprocess."""
+def ingest_call(
+    env: dict[str, str], path: Path, call_id: str, speed: str, agent_channel: int = 0
+) -> subprocess.Popen:
+    """`callsense ingest` of one stereo file (the agent on ``agent_channel``) as a subprocess."""
     return subprocess.Popen(
         [sys.executable, "-m", "callsense.cli", "ingest", str(path), "--call-id", call_id,
-         "--speed", speed, "--agent-channel", "0", "--agent-id", "agent-7",
+         "--speed", speed, "--agent-channel", str(agent_channel), "--agent-id", "agent-7",
          "--customer-id", "cust-42", "--queue", "billing", "--quiet"],
         env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
