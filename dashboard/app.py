@@ -27,7 +27,7 @@ from urllib.parse import quote, urlencode
 
 import dash
 from callsense.dashboard.api import install_error_handlers, make_api, parse_query
-from callsense.dashboard.auth import current_role, current_user, install_auth
+from callsense.dashboard.auth import can_act, current_user, install_auth
 from callsense.dashboard.data import live_overview
 from callsense.dashboard.display import label, mmss, shown, when
 from callsense.dashboard.figures import sparkline, trajectory_figure
@@ -35,20 +35,12 @@ from callsense.dashboard.microphone import install_microphone
 from dash import ALL, Dash, Input, Output, State, ctx, dash_table, dcc, html
 from dash.exceptions import PreventUpdate
 from flask import Flask, Response, request, send_file
-from sqlalchemy import select
 
 from callsense.palette import emotion_color
-from callsense.storage.alerts import (
-    ACK_NOTE_MAX,
-    acknowledge,
-    alert_to_dict,
-    inbox_alerts,
-    recent_deliveries,
-)
+from callsense.storage.alerts import ACK_NOTE_MAX, acknowledge, inbox_alerts, recent_deliveries
 from callsense.storage.db import make_engine, session_factory
 from callsense.storage.recordings import Recordings
 from callsense.storage.rules import current_rules, rule_versions, save_rules
-from callsense.storage.schema import Alert
 from callsense.storage.search import (
     CSV_FIELDS,
     ID_PATTERN,
@@ -468,6 +460,7 @@ def alerts_page() -> html.Div:
             html.P(id="inbox-count", className="muted"),
             html.Div(id="inbox"),
             dcc.Store(id="inbox-sig"),
+            dcc.Store(id="inbox-times"),  # id -> raised_at, resolved_at: the ages tick from it
         ]
     )  # fmt: skip
 
@@ -488,11 +481,11 @@ def _inbox_row(a: dict[str, Any], can_ack: bool) -> html.Tr:
     )
 
 
-def _age(a: dict[str, Any], now: datetime | None = None) -> str:
+def _age(a: dict[str, Any]) -> str:
     """How long an open alert has waited (m:ss), or how long a resolved one was open."""
     raised = datetime.fromisoformat(a["raised_at"])
     end = datetime.fromisoformat(a["resolved_at"]) if a.get("resolved_at") else None
-    waited = ((end or now or datetime.now(raised.tzinfo)) - raised).total_seconds()
+    waited = ((end or datetime.now(raised.tzinfo)) - raised).total_seconds()
     return ("open " if end is None else "was open ") + mmss(max(0.0, waited))
 
 
@@ -500,6 +493,10 @@ SHIFT_HOURS = (1, 4, 8, 12, 24)
 TEAM_COLUMNS = (("active", "active now"), ("calls", "calls"),
                 ("angry_share", "angry customer"), ("open_alerts", "open alerts"),
                 ("aht_s", "avg handling"))  # fmt: skip
+
+
+def _shift_start(hours: int | None) -> datetime:
+    return datetime.now().astimezone() - timedelta(hours=hours or 8)
 
 
 def _shift_picker(pid: str) -> html.Label:
@@ -914,7 +911,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             head += f"; the filters show {len(kept)} and hide {len(calls) - len(kept)}"
         if len(shown) < len(kept):
             head += f"; showing the top {len(shown)} of {len(kept)} (the rest: History)"
-        can_ack = current_role(settings) == "supervisor"
+        can_ack = can_act(settings)
         cards = [html.P(head, className="muted", id="live-count")]
         cards += [_call_card(c, can_ack) for c in shown]
         return cards, new, queues, open_alerts
@@ -963,7 +960,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             ]
         )
         fig = trajectory_figure(d["windows"], d["speakers"], d["alerts_list"])
-        can_ack = current_role(settings) == "supervisor"
+        can_ack = can_act(settings)
         alerts = [_alert_item(a, can_ack) for a in d["alerts_list"]] or html.P(
             "No alerts.", className="muted"
         )
@@ -979,6 +976,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         Output("inbox", "children"),
         Output("inbox-count", "children"),
         Output("inbox-sig", "data"),
+        Output("inbox-times", "data"),
         Output("live-alerts", "data", allow_duplicate=True),
         Input("tick", "n_intervals"),
         Input("url", "pathname"),
@@ -993,7 +991,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         since = datetime.now().astimezone() - timedelta(hours=24) if resolved else None
         with sf() as s:
             rows = inbox_alerts(s, since)
-        can_ack = current_role(settings) == "supervisor"
+        can_ack = can_act(settings)
         keys = ("id", "status", "severity", "acknowledged_by", "message")
         new = _sig([[{k: a.get(k) for k in keys} for a in rows], can_ack])
         if new == sig:
@@ -1009,22 +1007,20 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             table = html.Table([_inbox_row(a, can_ack) for a in rows], className="inbox")
         open_alerts = [{k: a.get(k) for k in ("id", "call_id", "severity", "message")}
                        for a in live]  # fmt: skip
-        return table, count, new, open_alerts
+        times = {a["id"]: {k: a[k] for k in ("raised_at", "resolved_at")} for a in rows}
+        return table, count, new, times, open_alerts
 
     @app.callback(
         Output({"type": "inbox-age", "alert": ALL}, "children"),
         Input("tick", "n_intervals"),
         State({"type": "inbox-age", "alert": ALL}, "id"),
+        State("inbox-times", "data"),
         prevent_initial_call=True,
     )
-    def inbox_ages(_n: int | None, ids: list[dict[str, str]]) -> Any:
-        if not ids:
+    def inbox_ages(_n: int | None, ids: list[dict[str, str]], times: dict | None) -> Any:
+        if not ids or not times:
             raise PreventUpdate
-        wanted = [i["alert"] for i in ids]
-        with sf() as s:
-            rows = {r.id: alert_to_dict(r) for r in s.scalars(
-                select(Alert).where(Alert.id.in_(wanted)))}  # fmt: skip
-        return [_age(rows[i]) if i in rows else "-" for i in wanted]
+        return [_age(times[i["alert"]]) if i["alert"] in times else "-" for i in ids]
 
     @app.callback(
         Output("team-queues", "children"),
@@ -1038,10 +1034,9 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
     def team(_n: int | None, path: str | None, hours: int | None, sig: str | None) -> Any:
         if path != "/team":
             raise PreventUpdate
-        since = datetime.now().astimezone() - timedelta(hours=hours or 8)
         with sf() as s:
-            queues = team_overview(s, since, "queue")
-            agents = team_overview(s, since, "agent_id")
+            calls = shift_calls(s, _shift_start(hours))
+        queues, agents = team_overview(calls, "queue"), team_overview(calls, "agent_id")
         new = _sig([queues, agents])
         if new == sig:  # unchanged: links stay clickable between ticks
             raise PreventUpdate
@@ -1059,9 +1054,8 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
     def agent_view(_n: int | None, hours: int | None, agent: str | None, sig: str | None) -> Any:
         if not agent:
             raise PreventUpdate
-        since = datetime.now().astimezone() - timedelta(hours=hours or 8)
         with sf() as s:
-            calls = shift_calls(s, since, agent)
+            calls = shift_calls(s, _shift_start(hours), agent)
         new = _sig(calls)
         if new == sig:
             raise PreventUpdate
@@ -1102,7 +1096,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             rules = rules_json(parse_rules(settings.alert_rules))
             source = ("In force: the environment's rules (CALLSENSE_ALERT_RULES, or the "
                       "defaults when it is empty).")  # fmt: skip
-        read_only = current_role(settings) != "supervisor"
+        read_only = not can_act(settings)
         if read_only:
             source += " Read-only: only supervisors save rules."
         text = json.dumps(rules, indent=2)
@@ -1130,7 +1124,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         names = ", ".join(r.name for r in rules) or "none"
         if ctx.triggered_id == "rules-validate":
             return f"Valid: {len(rules)} rule(s) ({names})."
-        if current_role(settings) != "supervisor":
+        if not can_act(settings):
             return "Analysts cannot change the rules (read-only)."
         with sf() as s, s.begin():
             version = save_rules(s, rules_json(rules), current_user(settings), note)
@@ -1146,7 +1140,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         trig = ctx.triggered_id
         if not trig or not any(t.get("value") for t in ctx.triggered):
             raise PreventUpdate
-        if current_role(settings) != "supervisor":
+        if not can_act(settings):
             return "Analysts cannot acknowledge alerts (read-only)."
         note = next((st.get("value") for st in ctx.states_list[0]
                      if st["id"]["alert"] == trig["alert"]), None)  # fmt: skip

@@ -210,6 +210,11 @@ def current_role(settings: Settings) -> str:
         return "supervisor"
 
 
+def can_act(settings: Settings) -> bool:
+    """Whether the acting user may change things (acknowledge, save rules): supervisors."""
+    return current_role(settings) == "supervisor"
+
+
 def current_user(settings: Settings) -> str:
     """Who is acting (acknowledging): the signed-in user, else the configured user name."""
     try:

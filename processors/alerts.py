@@ -117,6 +117,11 @@ def parse_rules(text: str | None) -> list[AlertRule]:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"alert rules are not valid JSON: {exc}") from exc
+    return validate_rules(raw)
+
+
+def validate_rules(raw: Any) -> list[AlertRule]:
+    """Rules from decoded JSON (a list of objects); ``ValueError`` as :func:`parse_rules`."""
     try:
         rules = _RULES_ADAPTER.validate_python(raw)
     except ValidationError as exc:
@@ -165,7 +170,7 @@ class RuleSource:
         if version == self.version:
             return False
         try:
-            rules = parse_rules(json.dumps(cur["rules"])) if cur else self.env_rules
+            rules = validate_rules(cur["rules"]) if cur else self.env_rules
         except ValueError as exc:
             log.error("alert rules version %s ignored, the rules in force stay: %s", version, exc)
             self.version = version

@@ -276,6 +276,15 @@ def decode_state(stored: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(stored)
 
 
+def _conversation(ctx: CallContext, at_ms: int, ended: bool) -> dict[str, Any]:
+    """Conversation metrics of a call's first ``at_ms`` from its speakers' VAD segments (live:
+    ``ended`` False; at its end: True)."""
+    segments = {spk: ctx.pipelines[spk].speech_segments_ms() for spk, _r, _c in ctx.speakers
+                if spk in ctx.pipelines}  # fmt: skip
+    roles = {spk: role for spk, role, _ch in ctx.speakers}
+    return conversation_metrics(segments, roles, at_ms, ended=ended)
+
+
 class CallProcessor:
     """The per-call state machine; see the module docstring."""
 
@@ -573,11 +582,7 @@ class CallProcessor:
             return None
         ctx.conversation_at = ctx.total_samples
         at_ms = round(1000 * ctx.total_samples / ctx.start.sample_rate)
-        segments = {spk: ctx.pipelines[spk].speech_segments_ms() for spk, _r, _c in ctx.speakers
-                    if spk in ctx.pipelines}  # fmt: skip
-        roles = {spk: role for spk, role, _ch in ctx.speakers}
-        metrics = conversation_metrics(segments, roles, at_ms, ended=False)
-        return conversation_event(ctx.start.call_id, at_ms, metrics)
+        return conversation_event(ctx.start.call_id, at_ms, _conversation(ctx, at_ms, False))
 
     def _idle(self, ctx: CallContext, now: float) -> bool:
         """No chunk of ``ctx`` for the idle timeout: while other calls' chunks went on (their
@@ -718,15 +723,12 @@ class CallProcessor:
             self._route(ctx, ctx.diar.flush(), windows)
             ctx.diar = None
         talk: dict[str, float] = {}
-        segments: dict[str, list[tuple[int, int]]] = {}
         for spk, _role, _ch in ctx.speakers:
             pipe = ctx.pipelines[spk]
             windows.extend(pipe.flush())
             talk[spk] = float(pipe.talk_time_s)
-            segments[spk] = pipe.speech_segments_ms()
         duration = ctx.total_samples / float(ctx.start.sample_rate)
-        roles = {spk: role for spk, role, _ch in ctx.speakers}
-        conversation = conversation_metrics(segments, roles, round(duration * 1000))
+        conversation = _conversation(ctx, round(duration * 1000), True)
         ts = float((ctx.end_event or {}).get("ts", 0.0))
         ctx.ended, ctx.ended_ts = True, ts
         if self.recordings is not None:

@@ -49,12 +49,13 @@ def summarise(calls: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def team_overview(
-    session: Session, since: datetime, by: Literal["queue", "agent_id"]
+    calls: list[dict[str, Any]], by: Literal["queue", "agent_id"]
 ) -> list[dict[str, Any]]:
-    """One summary per queue (or agent) over the shift, most open alerts first, then most
-    active calls; calls without a queue (agent) are grouped under ``None``."""
+    """One summary per queue (or agent) of a shift's calls (:func:`shift_calls`), most open
+    alerts first, then most active calls; calls without a queue (agent) are grouped under
+    ``None``."""
     groups: dict[str | None, list[dict[str, Any]]] = {}
-    for c in shift_calls(session, since):
+    for c in calls:
         groups.setdefault(c[by], []).append(c)
     rows = [{"key": k, **summarise(v)} for k, v in groups.items()]
     rows.sort(key=lambda r: (-r["open_alerts"], -r["active"], -r["calls"], str(r["key"])))

@@ -52,7 +52,7 @@ def sf(database_url: str):  # type: ignore[no-untyped-def]
 
 def test_queues_over_the_shift(sf) -> None:  # type: ignore[no-untyped-def]
     with sf() as s:
-        rows = team_overview(s, NOW - timedelta(hours=8), "queue")
+        rows = team_overview(shift_calls(s, NOW - timedelta(hours=8)), "queue")
     assert [r["key"] for r in rows] == ["support", "billing", None]  # open alerts first
     support, billing, none = rows
     assert (support["active"], support["calls"], support["open_alerts"]) == (1, 2, 1)
@@ -66,7 +66,7 @@ def test_queues_over_the_shift(sf) -> None:  # type: ignore[no-untyped-def]
 def test_agents_and_one_agents_calls(sf) -> None:  # type: ignore[no-untyped-def]
     since = NOW - timedelta(hours=8)
     with sf() as s:
-        agents = {r["key"]: r for r in team_overview(s, since, "agent_id")}
+        agents = {r["key"]: r for r in team_overview(shift_calls(s, since), "agent_id")}
         mine = shift_calls(s, since, "A2")
         wider = shift_calls(s, NOW - timedelta(hours=48), "A2")
     assert agents["A1"]["calls"] == 2 and agents["A2"]["open_alerts"] == 1
