@@ -112,6 +112,14 @@ def manifest_cmd(sources: tuple[str, ...], out: Path) -> None:
     show_default=True,
     help="refnorm: pseudo-windows of the training neutral mean in each speaker's reference.",
 )
+@click.option(
+    "--stats",
+    type=click.Choice(["mean_std", "mean"]),
+    default="mean_std",
+    show_default=True,
+    help="refnorm: pooled statistics the head reads: every encoder layer's mean and standard "
+    "deviation over time, or its mean only.",
+)
 @click.option("--c", "c_reg", default=0.01, show_default=True, help="Inverse L2 strength (linear).")
 @click.option(
     "--refit/--no-refit",
@@ -158,6 +166,7 @@ def train_cmd(
     variants: str,
     head_kind: str,
     prior: float,
+    stats: str,
     c_reg: float,
     refit: bool,
     epochs: int,
@@ -227,7 +236,7 @@ def train_cmd(
     if head_kind == "refnorm":
         res = cross_validate_refnorm(
             fs, list(ls.labels), fold_list, c_reg, tuple(train_variants), prior,
-            balance=balance, calibration=calibration,
+            balance=balance, calibration=calibration, stats=stats,
         )  # fmt: skip
     elif head_kind == "linear":
         res = cross_validate_linear(
@@ -293,6 +302,7 @@ def train_cmd(
                     prior,
                     train_variants,
                     weights=row_weights(fs, np.arange(len(fs.y)), balance, len(ls.labels)),
+                    stats=stats,
                 )
             ]
             training_cfg = {**res["config"], "fit": "all speakers; temperature = mean over folds"}

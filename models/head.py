@@ -3,6 +3,8 @@ linear classifier. Works on (L, B, T, D) hidden states and a (B, T) validity mas
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -70,6 +72,19 @@ def masked_stats(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     var = (((states - mean.unsqueeze(2)) ** 2) * m).sum(2) / n
     stats = torch.cat([mean, var.sqrt()], dim=-1)  # L, B, 2D
     return stats.permute(1, 0, 2).reshape(stats.shape[1], -1)
+
+
+STATS = ("mean_std", "mean")
+
+
+def select_stats(pooled: Any, n_layers: int, dim: int, stats: str) -> Any:
+    """(B, L * 2D) :func:`masked_stats` output (array or tensor) → the statistics a head reads:
+    all of them (``mean_std``) or each layer's mean only (``mean``, (B, L * D))."""
+    if stats == "mean_std":
+        return pooled
+    if stats != "mean":
+        raise ValueError(f"unknown statistics {stats!r} ({', '.join(STATS)})")
+    return pooled.reshape(len(pooled), n_layers, 2, dim)[:, :, 0].reshape(len(pooled), -1)
 
 
 class StatsLinearHead(nn.Module):

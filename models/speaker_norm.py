@@ -21,8 +21,9 @@ A caller who is angry throughout contributes little weight (p_ref is small), so 
 A speaker with no history (a lone clip, the first window of a call) is classified with no shift.
 Measured on the 6 RAVDESS folds: see ``models/MODEL_CARD.md``.
 
-State per speaker: ``acc`` (float32, one value per pooled feature) and ``w``; it is carried in the
-stream's per-call checkpoint (~22 kB as base64 for Whisper-base's 4 layers).
+State per speaker: ``acc`` (float32, one value per feature the head reads) and ``w``; it is carried
+in the stream's per-call checkpoint (as base64, Whisper-base's 4 layers: ~22 kB with means and
+standard deviations, ~11 kB with means only).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from callsense.models.head import EmotionHead, StatsLinearHead, masked_stats
+from callsense.models.head import EmotionHead, StatsLinearHead, masked_stats, select_stats
 from torch import nn
 
 
@@ -81,7 +82,8 @@ def state_bound(model_config: dict[str, Any]) -> int:
     head = model_config.get("head", {})
     if head.get("kind") != "stats_linear_refnorm":
         return 0
-    feature_dim = int(head["n_layers"]) * 2 * int(head["dim"])
+    per_layer = 2 if head.get("stats", "mean_std") == "mean_std" else 1
+    feature_dim = int(head["n_layers"]) * per_layer * int(head["dim"])
     return 4 * ((4 * feature_dim + 2) // 3) + 120  # base64 float32 + keys, weight, count
 
 
@@ -118,9 +120,9 @@ def normalise_speakers(
 
 
 class RefNormLinearHead(nn.Module):
-    """Pooled mean/std statistics → standardise → stage 1 (p_ref) → per-speaker reference
-    normalisation → stage 2 linear classifier. ``forward`` without a normaliser is the
-    no-history case (no shift)."""
+    """Pooled statistics (``stats``: every layer's mean and std, or its mean only) → standardise
+    → stage 1 (p_ref) → per-speaker reference normalisation → stage 2 linear classifier.
+    ``forward`` without a normaliser is the no-history case (no shift)."""
 
     def __init__(
         self,
@@ -130,9 +132,11 @@ class RefNormLinearHead(nn.Module):
         prior: float,
         ref_classes: Sequence[int],
         kind: str = "stats_linear_refnorm",
+        stats: str = "mean_std",
     ) -> None:
         super().__init__()
-        feat = n_layers * 2 * dim
+        select_stats(np.zeros((1, n_layers * 2 * dim)), n_layers, dim, stats)  # validates
+        feat = n_layers * (2 if stats == "mean_std" else 1) * dim
         self.register_buffer("mu", torch.zeros(feat))
         self.register_buffer("sigma", torch.ones(feat))
         self.register_buffer("mu_ref", torch.zeros(feat))
@@ -147,6 +151,7 @@ class RefNormLinearHead(nn.Module):
             "n_classes": n_classes,
             "prior": self.prior,
             "ref_classes": self.ref_classes,
+            "stats": stats,
         }
 
     @property
@@ -154,7 +159,9 @@ class RefNormLinearHead(nn.Module):
         return int(self.mu.numel())
 
     def standardise(self, pooled: torch.Tensor) -> torch.Tensor:
-        return (pooled - self.mu) / self.sigma
+        """(B, L * 2D) pooled statistics → the standardised statistics the head reads."""
+        hp = self.hparams
+        return (select_stats(pooled, hp["n_layers"], hp["dim"], hp["stats"]) - self.mu) / self.sigma
 
     def p_ref(self, z: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.stage1(z), dim=-1)[:, self.ref_classes].sum(-1)
@@ -224,15 +231,21 @@ def fit_refnorm_head(
     orders: int = 2,
     seed: int = 0,
     weights: np.ndarray | None = None,
+    stats: str = "mean_std",
 ) -> RefNormLinearHead:
     """Fit both stages on ``rows`` (training speakers): stage 1 on standardised statistics of all
     training variants; stage 2 on the same rows normalised causally in ``orders`` random
     per-speaker orders per variant (so training sees early and late windows of a "call").
-    ``weights`` (one per row of ``rows``) replace the class balance, e.g. corpus × class."""
-    clean = pooled["clean"][rows]
-    mu = clean.mean(0)
-    sigma = clean.std(0) + 1e-5
-    z = {v: ((pooled[v][rows] - mu) / sigma).astype(np.float32) for v in variants}
+    ``weights`` (one per row of ``rows``) replace the class balance, e.g. corpus × class;
+    ``stats`` picks the statistics the head reads (:func:`select_stats`)."""
+    dim = pooled["clean"].shape[1] // (2 * n_layers)
+    x = {
+        v: select_stats(pooled[v][rows], n_layers, dim, stats)
+        for v in dict.fromkeys(["clean", *variants])
+    }
+    mu = x["clean"].mean(0)
+    sigma = x["clean"].std(0) + 1e-5
+    z = {v: ((x[v] - mu) / sigma).astype(np.float32) for v in variants}
     yr = y[rows]
     w1, b1 = fit_lr(
         np.concatenate([z[v] for v in variants]),
@@ -242,9 +255,7 @@ def fit_refnorm_head(
         None if weights is None else np.tile(weights, len(variants)),
     )
     mu_ref = z["clean"][np.isin(yr, list(ref_classes))].mean(0).astype(np.float32)
-    head = RefNormLinearHead(
-        n_layers, pooled["clean"].shape[1] // (2 * n_layers), n_classes, prior, ref_classes
-    )
+    head = RefNormLinearHead(n_layers, dim, n_classes, prior, ref_classes, stats=stats)
     with torch.no_grad():
         head.mu.copy_(torch.from_numpy(mu.astype(np.float32)))
         head.sigma.copy_(torch.from_numpy(sigma.astype(np.float32)))

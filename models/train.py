@@ -652,12 +652,14 @@ def cross_validate_refnorm(
     test_variants: tuple[str, ...] = ("clean", "tel"),
     balance: str = "class",
     calibration: str = "speakers",
+    stats: str = "mean_std",
 ) -> dict[str, Any]:
     """As :func:`cross_validate_linear` (fit on training speakers, temperature on validation
     speakers or nested held-out corpora, refit on both), with per-speaker reference
-    normalisation. Each test speaker's clips are classified in a random order as one causal
-    stream; also scored: ``first`` (every clip with no history) and ``homogeneous`` (history of
-    the same emotion only, the worst case)."""
+    normalisation of the ``stats`` the head reads (every layer's mean and std, or mean only).
+    Each test speaker's clips are classified in a random order as one causal stream; also
+    scored: ``first`` (every clip with no history) and ``homogeneous`` (history of the same
+    emotion only, the worst case)."""
     from callsense.models.speaker_norm import fit_refnorm_head, refnorm_logits
 
     n_layers = fs.n_layers
@@ -671,6 +673,7 @@ def cross_validate_refnorm(
         reference=[labels[i] for i in ref],
         refit_train_val=True,
         balance=balance,
+        stats=stats,
         test_order="each test speaker's clips in a random order (seed = fold), causal",
     )  # fmt: skip
     extra = ("first", "homogeneous")
@@ -681,7 +684,7 @@ def cross_validate_refnorm(
     def fit(rows: np.ndarray) -> Any:
         return fit_refnorm_head(
             pooled, rows, fs.y, fs.speakers, n_layers, len(labels), ref, c, prior, train_variants,
-            weights=row_weights(fs, rows, balance, len(labels)),
+            weights=row_weights(fs, rows, balance, len(labels)), stats=stats,
         )  # fmt: skip
 
     for fold in tqdm(folds, desc="folds", unit="fold"):

@@ -3,6 +3,7 @@ exact state round trip, and the two-stage head."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -145,3 +146,45 @@ def test_state_bound_covers_the_largest_state() -> None:
     norm.windows = 10**12
     assert len(json.dumps(norm.state())) <= state_bound(config) < 22_500
     assert state_bound({"head": {"kind": "stats_linear", "n_layers": 4, "dim": 512}}) == 0
+
+
+def test_means_only_head_reads_no_standard_deviation() -> None:
+    """``stats="mean"``: the head reads each layer's mean only (half the features and half the
+    per-speaker state); changing the std half of the pooled statistics changes nothing, and the
+    head rebuilds from its hparams (as a saved model does) with the same outputs."""
+    from callsense.models.head import select_stats
+    from callsense.models.speaker_norm import build_head, state_bound
+
+    pooled, y, spk = _toy_data()
+    n_layers, dim = 2, 2  # 8 features = 2 layers x [mean 2 | std 2]
+    train = np.flatnonzero(np.isin(spk, [f"s{i}" for i in range(20)]))
+    test = np.flatnonzero(~np.isin(spk, [f"s{i}" for i in range(20)]))
+    args = (pooled, train, y, spk, n_layers, 2, [0], 1.0, 4.0, ["clean"])
+    head = fit_refnorm_head(*args, stats="mean")
+    both = fit_refnorm_head(*args)
+    assert head.feature_dim == 4 and both.feature_dim == 8
+    x = pooled["clean"][test]
+    np.testing.assert_array_equal(select_stats(x, n_layers, dim, "mean"), x[:, [0, 1, 4, 5]])
+    noisy = x.copy()
+    noisy[:, [2, 3, 6, 7]] += np.random.default_rng(2).normal(0, 5, (len(x), 4))
+    norm_a, norm_b = ReferenceNormalizer(4), ReferenceNormalizer(4)
+    np.testing.assert_allclose(
+        head.logits_from_pooled(x, [norm_a] * len(x)),
+        head.logits_from_pooled(noisy, [norm_b] * len(x)),
+        atol=1e-5,
+    )
+    assert not np.allclose(
+        both.logits_from_pooled(x, [None] * len(x)),
+        both.logits_from_pooled(noisy, [None] * len(x)),
+        atol=1e-3,
+    )
+    rebuilt = build_head(head.hparams)
+    rebuilt.load_state_dict(head.state_dict())
+    np.testing.assert_array_equal(
+        rebuilt.logits_from_pooled(x, [None] * len(x)), head.logits_from_pooled(x, [None] * len(x))
+    )
+    cfg = {"head": head.hparams}
+    assert state_bound(cfg) < state_bound({"head": both.hparams})
+    assert len(json.dumps(norm_a.state())) <= state_bound(cfg)
+    with pytest.raises(ValueError, match="unknown statistics"):
+        fit_refnorm_head(*args, stats="median")
