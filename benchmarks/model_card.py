@@ -63,10 +63,18 @@ def _meets(s: dict[str, float]) -> str:
     return "yes" if ok else "no"
 
 
+def _tel(res: dict[str, Any]) -> str:
+    if not per_corpus(res, "tel"):
+        return "–"
+    s = summary(res, "tel")
+    return f"{_pct(s['ua_mean'])} / {_pct(s['ua_min'])}"
+
+
 def configs_table(runs: dict[str, dict[str, Any]], variant: str = "clean") -> str:
     corpora = sorted({c for r in runs.values() for c in per_corpus(r, variant)})
-    head = ["configuration", "trained on", "head", "balance", "calibration", "mean UA", "min UA",
-            "macro-F1", "angry AUC", "ECE", *[f"UA {c}" for c in corpora], "bars met"]  # fmt: skip
+    head = ["configuration", "trained on", "head", "layers", "statistics", "C", "balance",
+            "calibration", "mean UA", "min UA", "macro-F1", "angry AUC", "ECE",
+            *[f"UA {c}" for c in corpora], "telephone mean / min UA", "bars met"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in runs.items():
         s = summary(r, variant)
@@ -75,10 +83,14 @@ def configs_table(runs: dict[str, dict[str, Any]], variant: str = "clean") -> st
         lines.append(
             "| " + " | ".join([
                 name, ", ".join(r.get("corpora", [])), cfg.get("head", "?"),
+                ",".join(map(str, r.get("encoder", {}).get("layers", []))),
+                cfg.get("stats", "mean_std").replace("_", "+"),
+                f"{cfg['C']:g}" if "C" in cfg else "–",
                 cfg.get("balance", "?"), r.get("calibration", "speakers"), _pct(s["ua_mean"]),
                 _pct(s["ua_min"]),
                 _pct(s["f1_mean"]), f"{s['auc_mean']:.3f}", f"{s['ece_mean']:.3f}",
-                *[_pct(pc[c]["ua"]) if c in pc else "–" for c in corpora], _meets(s),
+                *[_pct(pc[c]["ua"]) if c in pc else "–" for c in corpora], _tel(r),
+                _meets(s),
             ]) + " |"
         )  # fmt: skip
     return "\n".join(lines)

@@ -22,8 +22,8 @@ A speaker with no history (a lone clip, the first window of a call) is classifie
 Measured on the 6 RAVDESS folds: see ``models/MODEL_CARD.md``.
 
 State per speaker: ``acc`` (float32, one value per feature the head reads) and ``w``; it is carried
-in the stream's per-call checkpoint (as base64, Whisper-base's 4 layers: ~22 kB with means and
-standard deviations, ~11 kB with means only).
+in the stream's per-call checkpoint (as base64: ~22 kB for 4 Whisper-base layers' means and
+standard deviations, ~8 kB for the shipped model's 3 layers' means).
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ def test_tables_carry_the_numbers_and_judge_the_bars(tmp_path: Path) -> None:
             "folds": [_fold("a", 0.60, 0.90, 0.05), _fold("b", 0.56, None, 0.07)]}  # fmt: skip
     weak = {"corpora": ["a", "b"], "config": {"head": "stats_linear", "balance": "class"},
             "folds": [_fold("a", 0.70, 0.80, 0.05), _fold("b", 0.39, 0.95, 0.2)]}  # fmt: skip
+    good["folds"][0]["tel"] = {**good["folds"][0]["clean"], "ua": 0.50}
+    good["folds"][1]["tel"] = {**good["folds"][1]["clean"], "ua": 0.44}
     for name, res in (("good", good), ("weak", weak)):
         (tmp_path / f"loco_{name}.json").write_text(json.dumps(res))
     runs = load(tmp_path)
@@ -29,6 +31,8 @@ def test_tables_carry_the_numbers_and_judge_the_bars(tmp_path: Path) -> None:
     table = configs_table(runs).splitlines()
     assert table[2].startswith("| good |") and table[2].endswith("| yes |")
     assert "| 58.0 | 56.0 |" in table[2]
+    assert "| 47.0 / 44.0 | yes |" in table[2]  # telephone mean / min, shown beside the bars
+    assert "| – | no |" in table[3]  # no telephone rows
     assert table[3].endswith("| no |")  # a corpus below 40, ECE and AUC off the bars
     detail = corpus_table(runs["good"]).splitlines()
     assert detail[2] == "| a | 10 | angry, neutral | 60.0 | 55.0 | 0.050 | 0.900 | 50.0 | 25.0 |"
