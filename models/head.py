@@ -77,13 +77,19 @@ def masked_stats(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 STATS = ("mean_std", "mean")
 
 
+def stats_width(n_layers: int, dim: int, stats: str) -> int:
+    """How many values a head reads for ``stats`` (see :func:`select_stats`)."""
+    if stats not in STATS:
+        raise ValueError(f"unknown statistics {stats!r} ({', '.join(STATS)})")
+    return n_layers * (2 if stats == "mean_std" else 1) * dim
+
+
 def select_stats(pooled: Any, n_layers: int, dim: int, stats: str) -> Any:
     """(B, L * 2D) :func:`masked_stats` output (array or tensor) → the statistics a head reads:
     all of them (``mean_std``) or each layer's mean only (``mean``, (B, L * D))."""
+    stats_width(n_layers, dim, stats)
     if stats == "mean_std":
         return pooled
-    if stats != "mean":
-        raise ValueError(f"unknown statistics {stats!r} ({', '.join(STATS)})")
     return pooled.reshape(len(pooled), n_layers, 2, dim)[:, :, 0].reshape(len(pooled), -1)
 
 

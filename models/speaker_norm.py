@@ -34,7 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from callsense.models.head import EmotionHead, StatsLinearHead, masked_stats, select_stats
+from callsense.models.head import (
+    EmotionHead,
+    StatsLinearHead,
+    masked_stats,
+    select_stats,
+    stats_width,
+)
 from torch import nn
 
 
@@ -82,8 +88,8 @@ def state_bound(model_config: dict[str, Any]) -> int:
     head = model_config.get("head", {})
     if head.get("kind") != "stats_linear_refnorm":
         return 0
-    per_layer = 2 if head.get("stats", "mean_std") == "mean_std" else 1
-    feature_dim = int(head["n_layers"]) * per_layer * int(head["dim"])
+    stats = head.get("stats", "mean_std")
+    feature_dim = stats_width(int(head["n_layers"]), int(head["dim"]), stats)
     return 4 * ((4 * feature_dim + 2) // 3) + 120  # base64 float32 + keys, weight, count
 
 
@@ -135,8 +141,7 @@ class RefNormLinearHead(nn.Module):
         stats: str = "mean_std",
     ) -> None:
         super().__init__()
-        select_stats(np.zeros((1, n_layers * 2 * dim)), n_layers, dim, stats)  # validates
-        feat = n_layers * (2 if stats == "mean_std" else 1) * dim
+        feat = stats_width(n_layers, dim, stats)
         self.register_buffer("mu", torch.zeros(feat))
         self.register_buffer("sigma", torch.ones(feat))
         self.register_buffer("mu_ref", torch.zeros(feat))

@@ -176,7 +176,7 @@ def test_diarized_checkpoint_stays_within_its_budget(
             held = max(held, sum(len(v) for v in (state.get("waiting") or {}).values() if v))
             gave_up += res.stats["missing_chunks"]
         assert gave_up == len(lost)
-        one = 4 * ((len(msgs[2].value) + 2) // 3)  # a chunk as held: base64, as budgeted
+        one = callstate._b64_len(msgs[2].value)  # a chunk as held (base64), as budgeted
         assert held > p.reorder_bytes(p.live[f"r{sr}"]) - one  # it was full
         assert biggest < callstate.CHECKPOINT_LIMIT_BYTES, biggest
         print(f"{sr} Hz with a full reorder buffer ({held} B): checkpoint max {biggest} B")
