@@ -2,13 +2,15 @@
 
     python -m benchmarks.calibration_bound --manifest var/corpora/loco5.csv
 
-For the shipped head configuration (speaker-normalised, clean copies, corpora balanced; as
-``callsense train --protocol loco --head refnorm --balance corpus --calibration corpus
---variants clean``), per left-out corpus: the temperature the protocol fits (on the training
-corpus with the fewest speakers), the temperature that would be best *on the test corpus
-itself* (hindsight, not a method), and the ECE of each; then the single temperature that
-minimises the mean ECE over all left-out corpora in hindsight. If even that misses a bar, no
-global temperature can meet it. JSON and a plot in ``benchmarks/results/models/``.
+For the shipped head configuration (speaker-normalised, Whisper-base blocks 1-3, means only,
+C 0.003, clean + telephone training copies, corpora balanced; as ``callsense train --protocol
+loco --head refnorm --balance corpus --calibration corpus --variants clean,tel --layers 1,2,3
+--stats mean --c 0.003``; the options below change it), per left-out corpus: the temperature
+the protocol fits (on the training corpus with the fewest speakers), the temperature that would
+be best *on the test corpus itself* (hindsight, not a method), and the ECE of each; then the
+single temperature that minimises the mean ECE over all left-out corpora in hindsight. If even
+that misses a bar, no global temperature can meet it. JSON and a plot in
+``benchmarks/results/models/``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,17 @@ import numpy as np
 from benchmarks.model_card import RESULTS
 
 
-def loco_logits(manifest: Path, cache: Path, c: float = 0.01, prior: float = 4.0) -> list[dict]:
-    """Per LOCO fold: the validation logits the temperature is fitted on and the test logits
-    (head refitted on training + validation, as the CLI does)."""
+def loco_logits(
+    manifest: Path,
+    cache: Path,
+    c: float = 0.003,
+    prior: float = 4.0,
+    layers: tuple[int, ...] = (1, 2, 3),
+    stats: str = "mean",
+    variants: tuple[str, ...] = ("clean", "tel"),
+) -> list[dict]:
+    """Per LOCO fold: the validation logits the temperature is fitted on and the clean test
+    logits (head refitted on training + validation, as the CLI does)."""
     import torch
     from callsense.models.audio import TARGET_LEVEL_DBFS
     from callsense.models.data import read_manifest, split_unknown_speakers
@@ -39,7 +49,7 @@ def loco_logits(manifest: Path, cache: Path, c: float = 0.01, prior: float = 4.0
 
     torch.set_num_threads(1)
     labels = list(get_label_set("callcenter4").labels)
-    spec = parse_encoder("whisper-base", [1, 2, 3, 4])
+    spec = parse_encoder("whisper-base", list(layers))
     backbone = build_backbone(spec).eval()
     items = split_unknown_speakers(read_manifest(manifest))
 
@@ -49,8 +59,8 @@ def loco_logits(manifest: Path, cache: Path, c: float = 0.01, prior: float = 4.0
     def pooled_states(its: list, v: str) -> Any:
         return extract_pooled(its, backbone, v, 48000, TARGET_LEVEL_DBFS, cache)
 
-    fs, _ = build_featureset(items, get_label_set("callcenter4"), states, ["clean"],
-                             pooled_loader=pooled_states, layers=4)  # fmt: skip
+    fs, _ = build_featureset(items, get_label_set("callcenter4"), states, list(variants),
+                             pooled_loader=pooled_states, layers=len(layers))  # fmt: skip
     pooled = fs.pooled()
     ref = [labels.index("neutral")]
     out = []
@@ -59,8 +69,9 @@ def loco_logits(manifest: Path, cache: Path, c: float = 0.01, prior: float = 4.0
 
         def fit(rows: np.ndarray) -> Any:
             w = row_weights(fs, rows, "corpus", len(labels))
-            return fit_refnorm_head(pooled, rows, fs.y, fs.speakers, 4, len(labels), ref, c,
-                                    prior, ["clean"], weights=w)  # fmt: skip
+            return fit_refnorm_head(pooled, rows, fs.y, fs.speakers, len(layers), len(labels),
+                                    ref, c, prior, list(variants), weights=w,
+                                    stats=stats)  # fmt: skip
 
         def logits(head: Any, rows: np.ndarray, seed: int = fold.index) -> np.ndarray:
             return refnorm_logits(head, pooled["clean"][rows], fs.speakers[rows], seed=seed)
@@ -129,9 +140,18 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--cache", type=Path, default=Path("var/features"))
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--layers", default="1,2,3")
+    ap.add_argument("--stats", choices=["mean", "mean_std"], default="mean")
+    ap.add_argument("--variants", default="clean,tel")
+    ap.add_argument("--c", type=float, default=0.003)
     args = ap.parse_args()
     t0 = time.time()
-    res = bound(loco_logits(args.manifest, args.cache))
+    layers = tuple(int(v) for v in args.layers.split(","))
+    variants = tuple(args.variants.split(","))
+    folds = loco_logits(args.manifest, args.cache, args.c, 4.0, layers, args.stats, variants)
+    res = bound(folds)
+    res["config"] = {"layers": list(layers), "stats": args.stats, "variants": list(variants),
+                     "c": args.c}  # fmt: skip
     res["seconds"] = round(time.time() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "calibration_bound.json").write_text(json.dumps(res, indent=1) + "\n")
