@@ -2,10 +2,10 @@
 
     python -m benchmarks.calibration_bound --manifest var/corpora/loco5.csv
 
-For the shipped head configuration (speaker-normalised, Whisper-base blocks 1-3, means only,
-C 0.003, clean + telephone training copies, corpora balanced; as ``callsense train --protocol
-loco --head refnorm --balance corpus --calibration corpus --variants clean,tel --layers 1,2,3
---stats mean --c 0.003``; the options below change it), per left-out corpus: the temperature
+For the shipped head configuration (speaker-normalised, corpora balanced; its encoder layers,
+statistics, training copies, C and prior read from the shipped ``model.json``, as ``callsense
+train --protocol loco --head refnorm --balance corpus --calibration corpus`` with those
+options; ``--layers/--stats/--variants/--c`` override them), per left-out corpus: the temperature
 the protocol fits (on the training corpus with the fewest speakers), the temperature that would
 be best *on the test corpus itself* (hindsight, not a method), and the ECE of each; then the
 single temperature that minimises the mean ECE over all left-out corpora in hindsight. If even
@@ -26,14 +26,29 @@ import numpy as np
 from benchmarks.model_card import RESULTS
 
 
+def shipped_config() -> dict[str, Any]:
+    """The shipped artefact's head configuration (the settings' model directory)."""
+    from callsense.settings import get_settings
+
+    cfg = json.loads((get_settings().model_dir / "model.json").read_text())
+    train = cfg["training"]["config"]
+    return {
+        "layers": list(cfg["encoder"]["layers"]),
+        "stats": cfg["head"].get("stats", "mean_std"),
+        "variants": list(train["train_variants"]),
+        "c": float(train["C"]),
+        "prior": float(cfg["head"]["prior"]),
+    }
+
+
 def loco_logits(
     manifest: Path,
     cache: Path,
-    c: float = 0.003,
-    prior: float = 4.0,
-    layers: tuple[int, ...] = (1, 2, 3),
-    stats: str = "mean",
-    variants: tuple[str, ...] = ("clean", "tel"),
+    c: float,
+    prior: float,
+    layers: tuple[int, ...],
+    stats: str,
+    variants: tuple[str, ...],
 ) -> list[dict]:
     """Per LOCO fold: the validation logits the temperature is fitted on and the clean test
     logits (head refitted on training + validation, as the CLI does)."""
@@ -140,18 +155,22 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--cache", type=Path, default=Path("var/features"))
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--layers", default="1,2,3")
-    ap.add_argument("--stats", choices=["mean", "mean_std"], default="mean")
-    ap.add_argument("--variants", default="clean,tel")
-    ap.add_argument("--c", type=float, default=0.003)
+    ap.add_argument("--layers", help="Encoder layers (default: the shipped model's)")
+    ap.add_argument("--stats", choices=["mean", "mean_std"])
+    ap.add_argument("--variants", help="Training copies, e.g. clean,tel")
+    ap.add_argument("--c", type=float)
     args = ap.parse_args()
     t0 = time.time()
-    layers = tuple(int(v) for v in args.layers.split(","))
-    variants = tuple(args.variants.split(","))
-    folds = loco_logits(args.manifest, args.cache, args.c, 4.0, layers, args.stats, variants)
+    cfg = shipped_config()
+    if args.layers:
+        cfg["layers"] = [int(v) for v in args.layers.split(",")]
+    if args.variants:
+        cfg["variants"] = args.variants.split(",")
+    cfg.update({k: getattr(args, k) for k in ("stats", "c") if getattr(args, k) is not None})
+    folds = loco_logits(args.manifest, args.cache, cfg["c"], cfg["prior"], tuple(cfg["layers"]),
+                        cfg["stats"], tuple(cfg["variants"]))  # fmt: skip
     res = bound(folds)
-    res["config"] = {"layers": list(layers), "stats": args.stats, "variants": list(variants),
-                     "c": args.c}  # fmt: skip
+    res["config"] = cfg
     res["seconds"] = round(time.time() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "calibration_bound.json").write_text(json.dumps(res, indent=1) + "\n")
