@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,25 +47,18 @@ def postgres_url() -> Iterator[str | None]:
         server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str | None
-) -> Iterator[str]:
-    """A fresh, migrated database on each backend (PostgreSQL: a throw-away schema)."""
-    from callsense.storage.db import upgrade
-
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'test.db'}"
-        upgrade(url)
-        yield url
+@contextmanager
+def fresh_database(backend: str, tmp_path: Path, postgres_url: str | None) -> Iterator[str]:
+    """A new database with no tables yet: an SQLite file, or a throw-away PostgreSQL schema."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
         return
-    base = postgres_url
-    if not base:
+    if not postgres_url:
         pytest.skip("CALLSENSE_TEST_POSTGRES_URL not set")
     import sqlalchemy as sa
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
+    admin = sa.create_engine(postgres_url)
     try:
         with admin.begin() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
@@ -72,13 +66,34 @@ def database_url(
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL not reachable in CI: {exc}")
         pytest.skip(f"PostgreSQL not reachable: {exc}")
-    sep = "&" if "?" in base else "?"
-    url = f"{base}{sep}options=-csearch_path%3D{schema}"
-    upgrade(url)
-    yield url
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    sep = "&" if "?" in postgres_url else "?"
+    try:
+        yield f"{postgres_url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str | None
+) -> Iterator[str]:
+    """A fresh, migrated database on each backend (PostgreSQL: a throw-away schema)."""
+    from callsense.storage.db import upgrade
+
+    with fresh_database(request.param, tmp_path, postgres_url) as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str | None
+) -> Iterator[str]:
+    """A fresh database on each backend that nothing has migrated yet."""
+    with fresh_database(request.param, tmp_path, postgres_url) as url:
+        yield url
 
 
 def start_kafka(data_dir: Path, nodes: int = 1, **settings: object) -> KafkaCluster:

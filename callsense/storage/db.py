@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import fcntl
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, pool, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from callsense.storage.schema import Base
@@ -48,11 +50,52 @@ def alembic_config(url: str) -> Any:
     return cfg
 
 
+# the advisory lock of callsense's migrations, one per schema
+MIGRATION_LOCK_KEY = "hashtext('callsense.migrations:' || current_schema())"
+
+
+@contextmanager
+def migration_lock(url: str) -> Iterator[None]:
+    """Hold the database's migration lock: a PostgreSQL session advisory lock, or for SQLite
+    an exclusive ``flock`` on ``<database>.migrate.lock`` beside the file. Any number of
+    workers, dashboards and gateways may start at once: one migrates, the others wait here
+    and then find the schema current."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1].split("?", 1)[0]
+        if not path or path == ":memory:":
+            yield
+            return
+        lock_path = Path(path).with_name(Path(path).name + ".migrate.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return
+    engine = make_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            # one lock per schema: a search_path in the URL migrates a schema of its own
+            conn.execute(text(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
 def upgrade(url: str, revision: str = "head") -> None:
-    """Apply Alembic migrations up to ``revision`` (idempotent)."""
+    """Apply Alembic migrations up to ``revision`` (idempotent; safe to run from many
+    processes at once, see :func:`migration_lock`)."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    with migration_lock(url):
+        command.upgrade(alembic_config(url), revision)
 
 
 def insert_ignore(

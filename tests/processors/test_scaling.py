@@ -12,7 +12,6 @@ SQLite and PostgreSQL through the ``database_url`` fixture.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -23,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from callsense.processors.events import AUDIO_TOPIC, WINDOWS_TOPIC  # noqa: E402
+from callsense.processors.events import WINDOWS_TOPIC  # noqa: E402
 from support.streaming import (  # noqa: E402
     REPO_ROOT,
     Worker,
+    audio_partitions,
     base_env,
     build_call,
     db_scalar,
@@ -58,31 +58,6 @@ def call_ids_one_per_partition(prefix: str) -> list[str]:
         found.setdefault(partition_of(cid), cid)
         i += 1
     return [found[p] for p in range(PARTITIONS)]
-
-
-_ASSIGNED = re.compile(r"[|│]\s*" + re.escape(AUDIO_TOPIC) + r"\s*[|│]\s*\{([^}]*)\}")
-
-
-def audio_partitions(log: str) -> set[int] | None:
-    """The ``callsense.audio`` partitions of the worker's latest assignment (from its log)."""
-    marker = log.rfind("Setting newly assigned partitions")
-    if marker < 0:
-        return None
-    tail = log[marker:]
-    if "Worker ready" not in tail and "Recovery complete" not in tail:
-        return None  # the assignment is not active yet
-    m = _ASSIGNED.search(tail)
-    if m is None:
-        return set()
-    out: set[int] = set()
-    for part in m.group(1).split(","):
-        part = part.strip()
-        if "-" in part:
-            lo, hi = part.split("-")
-            out.update(range(int(lo), int(hi) + 1))
-        elif part:
-            out.add(int(part))
-    return out
 
 
 @pytest.fixture(scope="module")

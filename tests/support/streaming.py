@@ -313,3 +313,28 @@ def partition_of(call_id: str, partitions: int = 4) -> int:
     from aiokafka.partitioner import murmur2
 
     return (murmur2(call_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def audio_partitions(log: str) -> set[int] | None:
+    """The ``callsense.audio`` partitions of the worker's latest assignment (from its log)."""
+    from callsense.processors.events import AUDIO_TOPIC
+
+    assigned = re.compile(r"[|│]\s*" + re.escape(AUDIO_TOPIC) + r"\s*[|│]\s*\{([^}]*)\}")
+    marker = log.rfind("Setting newly assigned partitions")
+    if marker < 0:
+        return None
+    tail = log[marker:]
+    if "Worker ready" not in tail and "Recovery complete" not in tail:
+        return None  # the assignment is not active yet
+    m = assigned.search(tail)
+    if m is None:
+        return set()
+    out: set[int] = set()
+    for part in m.group(1).split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-")
+            out.update(range(int(lo), int(hi) + 1))
+        elif part:
+            out.add(int(part))
+    return out
