@@ -73,6 +73,7 @@ class EmotionWindow(Base):
     __table_args__ = (
         UniqueConstraint("call_id", "speaker", "start_ms", name="uq_window_call_speaker_start"),
         Index("ix_window_call_speaker", "call_id", "speaker"),
+        Index("ix_window_call_end", "call_id", "end_ms"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
