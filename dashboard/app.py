@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -26,18 +25,19 @@ from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import quote, urlencode
 
 import dash
+from callsense.dashboard import live
 from callsense.dashboard.api import install_error_handlers, make_api, parse_query
 from callsense.dashboard.auth import can_act, current_user, install_auth
-from callsense.dashboard.data import live_overview
+from callsense.dashboard.components import ack_state, alert_item, badge, digest
+from callsense.dashboard.data import live_alerts
 from callsense.dashboard.display import label, mmss, shown, when
-from callsense.dashboard.figures import sparkline, trajectory_figure
+from callsense.dashboard.figures import trajectory_figure
 from callsense.dashboard.microphone import install_microphone
 from dash import ALL, Dash, Input, Output, State, ctx, dash_table, dcc, html
 from dash.exceptions import PreventUpdate
 from flask import Flask, Response, request, send_file
 
-from callsense.palette import emotion_color
-from callsense.storage.alerts import ACK_NOTE_MAX, acknowledge, inbox_alerts, recent_deliveries
+from callsense.storage.alerts import acknowledge, inbox_alerts, recent_deliveries
 from callsense.storage.db import make_engine, session_factory
 from callsense.storage.recordings import Recordings
 from callsense.storage.rules import current_rules, rule_versions, save_rules
@@ -84,10 +84,6 @@ HISTORY_COLUMNS = [
 ]
 
 
-def _sig(data: Any) -> str:
-    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
 class AckNotifier:
     """After an acknowledgement: deliver the ``alert.acknowledged`` webhook off the request
     thread (with the delivery log), when webhooks are configured."""
@@ -117,135 +113,6 @@ class AckNotifier:
 
 
 # --------------------------------------------------------------------------------------- views
-def _badge(text: str, kind: str) -> html.Span:
-    return html.Span(text, className=f"badge badge-{kind}")
-
-
-def _ack_state(a: dict[str, Any], can_ack: bool, note: bool = False) -> Any:
-    """Who acknowledged the alert (and their note); else an Acknowledge button (with a note
-    box when ``note``) for a supervisor, nothing to do for a resolved alert or an analyst."""
-    if a.get("acknowledged_by"):
-        said = f": {a['acknowledged_note']}" if a.get("acknowledged_note") else ""
-        return html.Span(
-            f"acknowledged by {a['acknowledged_by']} at {when(a['acknowledged_at'])}{said}",
-            className="acked",
-        )
-    if a.get("status") == "resolved":  # nothing left to act on: no button
-        return html.Span("resolved, not acknowledged", className="muted")
-    if not can_ack:
-        return html.Span("open (read-only)", className="muted")
-    button = html.Button(
-        "Acknowledge", id={"type": "ack", "alert": a["id"]}, n_clicks=0, className="ack-btn"
-    )
-    if not note:
-        return button
-    box = dcc.Input(id={"type": "ack-note", "alert": a["id"]}, placeholder="note (optional)",
-                    maxLength=ACK_NOTE_MAX, className="ack-note")  # fmt: skip
-    return html.Span([box, button])
-
-
-def _alert_item(a: dict[str, Any], can_ack: bool = True) -> html.Div:
-    ack = _ack_state(a, can_ack)
-    return html.Div(
-        [
-            _badge(a["severity"], a["severity"]),
-            _badge(a["status"], "status"),
-            html.Span(f" {a['rule']}: {a['message']} ", className="alert-msg"),
-            ack,
-        ],
-        className="alert-item",
-        **{"data-alert": a["id"], "data-rule": a["rule"]},
-    )
-
-
-def _call_card(c: dict[str, Any], can_ack: bool = True) -> html.Div:
-    rows = []
-    for s in c["speakers"]:
-        label = s.get("label", "-")
-        rows.append(
-            html.Tr(
-                [
-                    html.Td(s["role"]),
-                    html.Td(s["speaker"], className="muted"),
-                    html.Td(
-                        [html.Span("●", className="swatch", style={"color": emotion_color(label)}),
-                         label],
-                        className="emotion" + (" uncertain" if s.get("uncertain") else ""),
-                    ),  # fmt: skip
-                    html.Td(f"{s.get('confidence', 0):.0%}"),
-                ]
-            )
-        )
-    return html.Div(
-        [
-            html.Div(
-                [
-                    dcc.Link(c["call_id"], href=f"/call/{c['call_id']}", className="call-link"),
-                    _badge(c["status"], "status"),
-                    html.Span(f"  {mmss(c['call_time_s'])}", className="muted"),
-                ]
-            ),
-            html.Div(
-                f"agent {c['agent_id'] or '?'} · customer {c['customer_id'] or '?'}"
-                f" · queue {c['queue'] or '-'}",
-                className="muted",
-            ),
-            html.Div(
-                [
-                    html.Table(rows, className="speakers"),
-                    html.Div(
-                        [
-                            dcc.Graph(
-                                figure=sparkline(c["speakers"]),
-                                config={"staticPlot": True, "displayModeBar": False},
-                                className="spark",
-                            ),
-                            html.Div("P(angry), last 3 min", className="spark-caption"),
-                        ]
-                    ),
-                ],
-                className="card-row",
-            ),
-            html.Div([_alert_item(a, can_ack) for a in c["alerts"]], className="alerts"),
-        ],
-        className="call-card" + (" has-alert" if c["alerts"] else ""),
-        **{"data-call": c["call_id"], "data-windows": str(c["n_windows"])},
-    )
-
-
-def live_page() -> html.Div:
-    filters = html.Div(
-        [
-            html.Label(["Queue", dcc.Dropdown(id="live-queue", options=[],
-                                              placeholder="all queues")]),  # fmt: skip
-            html.Label(["Agent", dcc.Input(id="live-agent", debounce=True,
-                                           placeholder="agent id (part)")]),  # fmt: skip
-            dcc.Checklist(id="live-alerted", options=[{"label": " alerts only", "value": "on"}],
-                          value=[]),  # fmt: skip
-            html.Button("Enable notifications", id="notify-permission", className="ack-btn"),
-            dcc.Checklist(id="sound-on", options=[{"label": " sound on new alerts", "value": "on"}],
-                          value=[], persistence=True, persistence_type="local"),  # fmt: skip
-        ],
-        className="filters",
-    )
-    return html.Div(
-        [html.H2("Live calls"), filters, html.Div(id="live-calls"), dcc.Store(id="live-sig")]
-    )
-
-
-def filter_live(
-    calls: list[dict[str, Any]], queue: str | None, agent: str | None, alerted: bool
-) -> list[dict[str, Any]]:
-    """The live calls a supervisor's filters keep (queue exact, agent case-insensitive part)."""
-    agent = (agent or "").strip().lower()
-    return [
-        c for c in calls
-        if (not queue or c["queue"] == queue)
-        and (not agent or agent in (c["agent_id"] or "").lower())
-        and (not alerted or c["alerts"])
-    ]  # fmt: skip
-
-
 # a new open alert on any live call: the tab title counts open alerts, an in-page toast names
 # the new ones, a browser notification shows them when the user allowed notifications, and a
 # short tone plays (higher for critical) when the user turned sound on
@@ -468,13 +335,13 @@ def alerts_page() -> html.Div:
 def _inbox_row(a: dict[str, Any], can_ack: bool) -> html.Tr:
     return html.Tr(
         [
-            html.Td(_badge(a["severity"], a["severity"])),
-            html.Td(_badge(a["status"], "status")),
+            html.Td(badge(a["severity"], a["severity"])),
+            html.Td(badge(a["status"], "status")),
             html.Td(_age(a), id={"type": "inbox-age", "alert": a["id"]}),
             html.Td(dcc.Link(a["call_id"], href=f"/call/{a['call_id']}")),
             html.Td(f"{a['rule']}: {a['message']}"),
             html.Td(when(a["raised_at"])),
-            html.Td(_ack_state(a, can_ack, note=True)),
+            html.Td(ack_state(a, can_ack, note=True)),
         ],
         className="inbox-row",
         **{"data-alert": a["id"]},
@@ -720,8 +587,6 @@ def _window_dicts(results: list[Any]) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------- app
-LIVE_MAX_CARDS = 200  # beyond this the live page says how many it does not show
-
 PAGE_PATHS = frozenset(
     {"/", "/alerts", "/team", "/rules", "/history", "/upload", "/webhooks"}
 )
@@ -854,7 +719,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
     def route(path: str | None) -> Any:
         path = path or "/"
         if path == "/":
-            return live_page()
+            return live.layout()
         if path.startswith("/call/"):
             call_id = path[len("/call/") :]
             if not re.match(ID_PATTERN, call_id):
@@ -871,50 +736,17 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             return pages[path]()
         return html.Div(f"No page at {path}.", className="error")
 
-    @app.callback(
-        Output("live-calls", "children"),
-        Output("live-sig", "data"),
-        Output("live-queue", "options"),
-        Output("live-alerts", "data"),
-        Input("tick", "n_intervals"),
-        Input("url", "pathname"),
-        Input("live-queue", "value"),
-        Input("live-agent", "value"),
-        Input("live-alerted", "value"),
-        State("live-sig", "data"),
-    )
-    def live(
-        _n: int | None, path: str | None, queue: str | None, agent: str | None,
-        alerted: list[str] | None, sig: str | None,
-    ) -> Any:  # fmt: skip
-        if (path or "/") != "/":
-            raise PreventUpdate
+    live.register(app, sf, lambda: can_act(settings), lambda a: acknowledge_alert(a, None))
+
+    @app.callback(Output("live-alerts", "data"), Input("tick", "n_intervals"),
+                  State("live-alerts", "data"))  # fmt: skip
+    def alert_feed(_n: int | None, was: list[dict[str, Any]] | None) -> Any:
+        """The open alerts of the live calls, on every page: the notifier below reads them."""
         with sf() as s:
-            calls = live_overview(s)
-        new = _sig([calls, queue, agent, alerted])
-        if new == sig:
+            now = live_alerts(s)
+        if now == was:
             raise PreventUpdate
-        queues = sorted({c["queue"] for c in calls if c["queue"]})
-        open_alerts = [{k: a.get(k) for k in ("id", "call_id", "severity", "message")}
-                       for c in calls for a in c["alerts"]]  # fmt: skip
-        if not calls:
-            return html.P("No active calls.", className="muted"), new, queues, open_alerts
-        kept = filter_live(calls, queue, agent, bool(alerted))
-        active = sum(c["status"] == "active" for c in calls)
-        alerted_n = sum(bool(c["alerts"]) for c in calls)
-        shown = kept[:LIVE_MAX_CARDS]
-        head = (
-            f"{active} active call{'s' * (active != 1)}, {alerted_n} with open alerts; "
-            f"ranked by attention (alerts, customer anger now and rising, duration)"
-        )
-        if len(kept) < len(calls):
-            head += f"; the filters show {len(kept)} and hide {len(calls) - len(kept)}"
-        if len(shown) < len(kept):
-            head += f"; showing the top {len(shown)} of {len(kept)} (the rest: History)"
-        can_ack = can_act(settings)
-        cards = [html.P(head, className="muted", id="live-count")]
-        cards += [_call_card(c, can_ack) for c in shown]
-        return cards, new, queues, open_alerts
+        return now
 
     app.clientside_callback(NOTIFY_JS, Output("alert-toast", "children"),
                             Input("live-alerts", "data"))  # fmt: skip
@@ -949,7 +781,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             d = call_detail(s, call_id)
         if d is None:
             return html.Div("No such call.", className="error"), dash.no_update, [], [], None
-        new = _sig(d)
+        new = digest(d)
         if new == sig:
             raise PreventUpdate
         meta = html.Dl(
@@ -961,7 +793,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         )
         fig = trajectory_figure(d["windows"], d["speakers"], d["alerts_list"])
         can_ack = can_act(settings)
-        alerts = [_alert_item(a, can_ack) for a in d["alerts_list"]] or html.P(
+        alerts = [alert_item(a, can_ack) for a in d["alerts_list"]] or html.P(
             "No alerts.", className="muted"
         )
         final = (d.get("summary") or {}).get("conversation")
@@ -977,23 +809,18 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         Output("inbox-count", "children"),
         Output("inbox-sig", "data"),
         Output("inbox-times", "data"),
-        Output("live-alerts", "data", allow_duplicate=True),
         Input("tick", "n_intervals"),
-        Input("url", "pathname"),
         Input("inbox-resolved", "value"),
         State("inbox-sig", "data"),
-        prevent_initial_call="initial_duplicate",
     )
-    def inbox(_n: int | None, path: str | None, resolved: list[str] | None, sig: str | None) -> Any:
+    def inbox(_n: int | None, resolved: list[str] | None, sig: str | None) -> Any:
         """Re-rendered only when an alert changes, so a note being typed survives the ticks."""
-        if path != "/alerts":
-            raise PreventUpdate
         since = datetime.now().astimezone() - timedelta(hours=24) if resolved else None
         with sf() as s:
             rows = inbox_alerts(s, since)
         can_ack = can_act(settings)
         keys = ("id", "status", "severity", "acknowledged_by", "message")
-        new = _sig([[{k: a.get(k) for k in keys} for a in rows], can_ack])
+        new = digest([[{k: a.get(k) for k in keys} for a in rows], can_ack])
         if new == sig:
             raise PreventUpdate
         live = [a for a in rows if a["status"] != "resolved"]
@@ -1005,10 +832,8 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             table: Any = html.P("No open alerts.", className="muted")
         else:
             table = html.Table([_inbox_row(a, can_ack) for a in rows], className="inbox")
-        open_alerts = [{k: a.get(k) for k in ("id", "call_id", "severity", "message")}
-                       for a in live]  # fmt: skip
         times = {a["id"]: {k: a[k] for k in ("raised_at", "resolved_at")} for a in rows}
-        return table, count, new, times, open_alerts
+        return table, count, new, times
 
     @app.callback(
         Output({"type": "inbox-age", "alert": ALL}, "children"),
@@ -1037,7 +862,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         with sf() as s:
             calls = shift_calls(s, _shift_start(hours))
         queues, agents = team_overview(calls, "queue"), team_overview(calls, "agent_id")
-        new = _sig([queues, agents])
+        new = digest([queues, agents])
         if new == sig:  # unchanged: links stay clickable between ticks
             raise PreventUpdate
         return _team_table(queues, "queue"), _team_table(agents, "agent", "/agent/"), new
@@ -1056,7 +881,7 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
             raise PreventUpdate
         with sf() as s:
             calls = shift_calls(s, _shift_start(hours), agent)
-        new = _sig(calls)
+        new = digest(calls)
         if new == sig:
             raise PreventUpdate
         summary = _team_table([{"key": agent, **summarise(calls)}], "agent")
@@ -1140,14 +965,19 @@ def create_app(settings: Settings = None, *, require_login: bool = False, sf: An
         trig = ctx.triggered_id
         if not trig or not any(t.get("value") for t in ctx.triggered):
             raise PreventUpdate
-        if not can_act(settings):
-            return "Analysts cannot acknowledge alerts (read-only)."
         note = next((st.get("value") for st in ctx.states_list[0]
                      if st["id"]["alert"] == trig["alert"]), None)  # fmt: skip
+        return acknowledge_alert(trig["alert"], note)
+
+    def acknowledge_alert(alert_id: str, note: str | None) -> str:
+        """Acknowledge as the signed-in user (supervisors only), then notify; the outcome in
+        words."""
+        if not can_act(settings):
+            return "Analysts cannot acknowledge alerts (read-only)."
         user = current_user(settings)
         try:
             with sf() as s, s.begin():
-                done = acknowledge(s, trig["alert"], user, note=note)
+                done = acknowledge(s, alert_id, user, note=note)
         except ValueError as exc:
             return str(exc)
         if done is None:

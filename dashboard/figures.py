@@ -1,9 +1,10 @@
-"""Plotly figures: per-speaker emotion trajectories, live sparklines."""
+"""Figures: per-speaker emotion trajectories (Plotly), live sparklines (SVG)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import plotly.graph_objects as go
 from callsense.processors.conversation import merge_spans
@@ -123,26 +124,27 @@ def trajectory_figure(
     return fig
 
 
-def sparkline(speakers: Sequence[dict[str, Any]]) -> go.Figure:
-    """Anger probability of each speaker over the last minutes (tiny, static)."""
-    fig = go.Figure()
+SPARK_W, SPARK_H = 200, 56
+
+
+def sparkline_svg(speakers: Sequence[dict[str, Any]]) -> str:
+    """Anger probability of each speaker over the last minutes as a small SVG (a data URI for
+    an ``<img>``): one path a speaker, 0 at the bottom and 1 at the top, no Plotly figure."""
+    times = [t for s in speakers for t in s["t"]]
+    t0, t1 = (min(times), max(times)) if times else (0.0, 1.0)
+    span = (t1 - t0) or 1.0
+    paths = []
     for s in speakers:
-        fig.add_trace(
-            go.Scatter(
-                x=s["t"],
-                y=s["anger"],
-                mode="lines",
-                name=s["role"],
-                line=dict(width=1.5, color=ROLE_COLORS.get(s["role"], OTHER)),
-            )
-        )
-    fig.update_layout(
-        height=60,
-        width=240,
-        margin=dict(l=0, r=0, t=0, b=0),
-        showlegend=False,
-        xaxis=dict(visible=False),
-        yaxis=dict(visible=False, range=[0, 1]),
-        plot_bgcolor="#fafafa",
-    )
-    return fig
+        pts = [f"{SPARK_W * (t - t0) / span:.1f},{SPARK_H * (1 - min(max(a, 0.0), 1.0)):.1f}"
+               for t, a in zip(s["t"], s["anger"], strict=True)]  # fmt: skip
+        if len(pts) == 1:  # one window: a short flat stroke at its level
+            x, y = pts[0].split(",")
+            pts = [f"{max(0.0, float(x) - 4):.1f},{y}", f"{float(x) + 4:.1f},{y}"]
+        if pts:
+            color = ROLE_COLORS.get(s["role"], OTHER)
+            paths.append(f'<path d="M{" L".join(pts)}" fill="none" stroke="{color}" '
+                         'stroke-width="1.5" vector-effect="non-scaling-stroke"/>')  # fmt: skip
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {SPARK_W} {SPARK_H}" '
+           f'preserveAspectRatio="none"><rect width="100%" height="100%" fill="#fafafa"/>'
+           f'{"".join(paths)}</svg>')  # fmt: skip
+    return "data:image/svg+xml;utf8," + quote(svg)

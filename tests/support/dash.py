@@ -171,7 +171,14 @@ def chrome_driver(tmp_path: Path, *extra_args: str) -> Any:
         *extra_args,
     ):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console_errors() reads it
     return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def console_errors(driver: Any) -> list[str]:
+    """The browser console's errors since the last call (Dash reports callback wiring faults,
+    such as an Input that is not on the page, there)."""
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
 def sign_in(driver: Any, url: str, user: str, password: str, next_path: str = "/") -> None:
