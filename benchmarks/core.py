@@ -37,12 +37,54 @@ def bench_group() -> None:
     """Benchmarks (results written as JSON)."""
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+_MODEL_MS: list[float] = []
+
+
+def model_ms_per_window() -> float:
+    """The shipped model's own cost on this host: int8, one thread, batch 1, median of 9
+    windows (measured once a process). Every figure carries it, so that figures from
+    machines of different speed can be scaled by it."""
+    if not _MODEL_MS:
+        import numpy as np
+        import torch
+        from callsense.models.inference import EmotionModel
+
+        torch.set_num_threads(1)
+        model = EmotionModel.load(None, int8=True, threads=1)
+        x = (0.1 * np.random.default_rng(0).standard_normal((1, model.window_samples))).astype(
+            np.float32
+        )
+        _MODEL_MS.append(round(median_ms(lambda: model.predict(x, 16000), 9)["median_ms"], 1))
+    return _MODEL_MS[0]
+
+
+def host_info() -> dict[str, Any]:
+    """The machine a figure came from: CPU model, cores, load, the model's ms per window."""
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+        "model_int8_ms_per_window": model_ms_per_window(),
+    }
+
+
 def _write(name: str, result: dict[str, Any], out: Path) -> None:
     result = {
         "benchmark": name,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host_machine": host_info(),
         **result,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -260,6 +302,7 @@ def bench_model(repeats: int) -> dict[str, Any]:
 # the other benchmarks register themselves on import
 from benchmarks import diarization as _diarize_bench  # noqa: E402,F401
 from benchmarks import gateway as _gateway_bench  # noqa: E402,F401
+from benchmarks import live_wall as _live_wall_bench  # noqa: E402,F401
 from benchmarks import pipeline as _pipeline_bench  # noqa: E402,F401
 from benchmarks import stages as _stages_bench  # noqa: E402,F401
 from benchmarks import stream as _stream_bench  # noqa: E402,F401

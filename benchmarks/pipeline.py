@@ -23,7 +23,7 @@ from typing import Any
 import click
 import numpy as np
 
-from benchmarks.core import bench_group, host_load, wait_for_summaries, worker_stack
+from benchmarks.core import bench_group, host_info, host_load, wait_for_summaries, worker_stack
 
 KEPT_UP_BACKLOG_S = 3.0  # real time is kept when the last window lands this soon after ingest
 
@@ -351,6 +351,7 @@ def bench_pipeline(
     if call_seconds:
         audio = audio[:, : int(call_seconds * sr)]
     load_before = host_load()
+    machine = host_info()  # before the runs: the model's ms per window on an idle host
     all_runs: list[dict[str, Any]] = []
     bar = tqdm(total=len(ns) * runs, desc="pipeline runs", unit="run")
     for n in ns:
@@ -396,6 +397,7 @@ def bench_pipeline(
         "kept_up_rule": f"every call ended and backlog ≤ {KEPT_UP_BACKLOG_S} s",
         "largest_n_kept_up": max(kept) if kept else None,
         "stage_latency_s": stages,
+        "host_machine": machine,
         "host_before": load_before,
         "host_after": host_load(),
         "by_calls": by_calls,
