@@ -21,22 +21,28 @@ def badge(text: str, kind: str) -> html.Span:
     return html.Span(text, className=f"badge badge-{kind}")
 
 
-def ack_state(a: dict[str, Any], can_ack: bool, note: bool = False) -> Any:
-    """Who acknowledged the alert (and their note); else an Acknowledge button (with a note
-    box when ``note``) for a supervisor, nothing to do for a resolved alert or an analyst."""
+def ack_status(a: dict[str, Any], can_ack: bool) -> tuple[str, str]:
+    """(kind, text) of an alert's acknowledgement: who acknowledged it and their note
+    (``acked``), nothing left to act on or read-only (``muted``), else an Acknowledge
+    ``button`` for a supervisor."""
     if a.get("acknowledged_by"):
         said = f": {a['acknowledged_note']}" if a.get("acknowledged_note") else ""
-        return html.Span(
-            f"acknowledged by {a['acknowledged_by']} at {when(a['acknowledged_at'])}{said}",
-            className="acked",
-        )
-    if a.get("status") == "resolved":  # nothing left to act on: no button
-        return html.Span("resolved, not acknowledged", className="muted")
+        at = when(a["acknowledged_at"])
+        return "acked", f"acknowledged by {a['acknowledged_by']} at {at}{said}"
+    if a.get("status") == "resolved":
+        return "muted", "resolved, not acknowledged"
     if not can_ack:
-        return html.Span("open (read-only)", className="muted")
-    button = html.Button(
-        "Acknowledge", id={"type": "ack", "alert": a["id"]}, n_clicks=0, className="ack-btn"
-    )
+        return "muted", "open (read-only)"
+    return "button", "Acknowledge"
+
+
+def ack_state(a: dict[str, Any], can_ack: bool, note: bool = False) -> Any:
+    """:func:`ack_status` as components; the button comes with a note box when ``note``."""
+    kind, text = ack_status(a, can_ack)
+    if kind != "button":
+        return html.Span(text, className=kind)
+    button = html.Button(text, id={"type": "ack", "alert": a["id"]}, n_clicks=0,
+                         className="ack-btn")  # fmt: skip
     if not note:
         return button
     box = dcc.Input(id={"type": "ack-note", "alert": a["id"]}, placeholder="note (optional)",

@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import dash
-from callsense.dashboard.components import digest
+from callsense.dashboard.components import ack_status, digest
 from callsense.dashboard.data import live_overview
-from callsense.dashboard.display import mmss, when
+from callsense.dashboard.display import mmss
 from callsense.dashboard.figures import sparkline_svg
 from dash import ClientsideFunction, Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
@@ -71,17 +71,10 @@ def filter_live(
     ]  # fmt: skip
 
 
-def _ack_view(a: dict[str, Any], can_ack: bool) -> dict[str, str]:
-    """The same states as :func:`callsense.dashboard.components.ack_state` (without a note)."""
-    if a.get("acknowledged_by"):
-        said = f": {a['acknowledged_note']}" if a.get("acknowledged_note") else ""
-        at = when(a["acknowledged_at"])
-        return {"kind": "acked", "text": f"acknowledged by {a['acknowledged_by']} at {at}{said}"}
-    if a.get("status") == "resolved":
-        return {"kind": "muted", "text": "resolved, not acknowledged"}
-    if not can_ack:
-        return {"kind": "muted", "text": "open (read-only)"}
-    return {"kind": "button", "text": "Acknowledge"}
+def _alert_view(a: dict[str, Any], can_ack: bool) -> dict[str, Any]:
+    kind, text = ack_status(a, can_ack)
+    return {"id": a["id"], "rule": a["rule"], "severity": a["severity"], "status": a["status"],
+            "message": a["message"], "ack": {"kind": kind, "text": text}}  # fmt: skip
 
 
 def card_view(c: dict[str, Any], can_ack: bool = True) -> dict[str, Any]:
@@ -100,11 +93,7 @@ def card_view(c: dict[str, Any], can_ack: bool = True) -> dict[str, Any]:
             for s in c["speakers"]
         ],  # fmt: skip
         "spark": sparkline_svg(c["speakers"]),
-        "alerts": [
-            {"id": a["id"], "rule": a["rule"], "severity": a["severity"], "status": a["status"],
-             "message": a["message"], "ack": _ack_view(a, can_ack)}
-            for a in c["alerts"]
-        ],  # fmt: skip
+        "alerts": [_alert_view(a, can_ack) for a in c["alerts"]],
     }
 
 
