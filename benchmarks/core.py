@@ -70,12 +70,8 @@ def model_ms_per_window() -> float:
 
 def host_info() -> dict[str, Any]:
     """The machine a figure came from: CPU model, cores, load, the model's ms per window."""
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
-        "model_int8_ms_per_window": model_ms_per_window(),
-    }
+    return {"cpu_model": cpu_model(), **host_load(),
+            "model_int8_ms_per_window": model_ms_per_window()}  # fmt: skip
 
 
 def _write(name: str, result: dict[str, Any], out: Path) -> None:

@@ -43,13 +43,17 @@ def _anger(w: Any) -> Any:
     return func.coalesce(smoothed, w.probabilities["angry"].as_float(), 0.0)
 
 
+def _is_live() -> Any:
+    """An active call, or one that ended in the last :data:`RECENT_ENDED`."""
+    return or_(Call.status == "active", Call.ended_at >= datetime.now(UTC) - RECENT_ENDED)
+
+
 def live_overview(session: Session, max_calls: int | None = None) -> list[dict[str, Any]]:
     """Active calls (and calls ended in the last two minutes), ranked by :func:`attention`
     (ties: newest first). Every one of them unless ``max_calls`` is given."""
-    since = datetime.now(UTC) - RECENT_ENDED
     calls = session.execute(
         select(Call.call_id, Call.status, Call.agent_id, Call.customer_id, Call.queue)
-        .where(or_(Call.status == "active", Call.ended_at >= since))
+        .where(_is_live())
         .order_by(Call.started_at.desc(), Call.call_id)
     ).all()
     ids = [c.call_id for c in calls]
@@ -135,11 +139,10 @@ def live_overview(session: Session, max_calls: int | None = None) -> list[dict[s
 def live_alerts(session: Session) -> list[dict[str, Any]]:
     """The open alerts of the live calls (what the tab title counts and notifications name),
     newest first, in one query."""
-    since = datetime.now(UTC) - RECENT_ENDED
     rows = session.execute(
         select(Alert.id, Alert.call_id, Alert.severity, Alert.message)
         .join(Call, Call.call_id == Alert.call_id)
-        .where(Alert.status != "resolved", or_(Call.status == "active", Call.ended_at >= since))
+        .where(Alert.status != "resolved", _is_live())
         .order_by(Alert.raised_at.desc(), Alert.id)
     ).all()
     return [r._asdict() for r in rows]
